@@ -1,0 +1,291 @@
+"""Read a cluster description (YAML) into a `Cluster`; the only module that imports ``yaml``.
+
+Format (every quantity takes units, see `cost_models.units`)::
+
+    name: aws-p3.16xlarge
+    hosts: 4
+    gpus_per_host: 8
+    gpu:
+      name: V100-SXM2-16GB
+      memory: 16 GiB
+      flops: {float16: 125 TFLOP/s, float32: 15.7 TFLOP/s}
+      memory_bandwidth: 900 GB/s
+    links:
+      intra_host: {bandwidth: 150 GB/s, latency: 5 us}
+      inter_host: {bandwidth: 3.125 Gbit/s, latency: 20 us}
+    calibration: p3-measured.json   # optional, relative to this file's folder
+
+Link bandwidth is what one GPU can send on that link kind (see `cost_models.cluster`). Every
+problem is one `InputError` naming the file and the dotted field; unknown and duplicate keys are
+errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+from cost_models.cluster import PEAK_FLOPS_DTYPES, Cluster, Gpu, Link
+from cost_models.units import (
+    QuantityError,
+    describe_value,
+    parse_bandwidth,
+    parse_bytes,
+    parse_flops_rate,
+    parse_seconds,
+)
+from plans.errors import InputError
+
+__all__ = ["load_cluster", "parse_cluster"]
+
+_T = TypeVar("_T")
+
+_TOP_KEYS = ("name", "hosts", "gpus_per_host", "gpu", "links", "calibration")
+_TOP_OPTIONAL = ("calibration",)
+_GPU_KEYS = ("name", "memory", "flops", "memory_bandwidth")
+_LINKS_KEYS = ("intra_host", "inter_host")
+_LINK_KEYS = ("bandwidth", "latency")
+
+
+def load_cluster(path: str | Path, hosts: int | None = None) -> Cluster:
+    """Read the cluster file at ``path``; ``hosts`` (the CLI's ``--hosts N``) overrides its hosts.
+
+    Raises `InputError` for a bad override, an unreadable file or any invalid field.
+    """
+    source = str(path)
+    if hosts is not None and not _is_positive_int(hosts):
+        raise InputError("--hosts", "", "a positive integer", describe_value(hosts))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(source, "", "a readable file", "no such file") from None
+    except IsADirectoryError:
+        raise InputError(source, "", "a readable file", "a directory") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            source, "", "UTF-8 text", f"a non-UTF-8 byte at offset {error.start}"
+        ) from None
+    except OSError as error:
+        raise InputError(source, "", "a readable file", error.strerror or str(error)) from None
+    cluster = parse_cluster(text, source)
+    return cluster if hosts is None else cluster.with_hosts(hosts)
+
+
+def parse_cluster(text: str, source: str, *, base_dir: str | Path | None = None) -> Cluster:
+    """Parse cluster YAML ``text``; ``source`` names it in errors.
+
+    A relative ``calibration`` path is resolved against ``base_dir``, by default the folder of
+    ``source``.
+    """
+    document = _load_yaml(text, source)
+    if not isinstance(document, dict):
+        raise InputError(source, "", "a YAML mapping at the top level", _describe_type(document))
+    fields = _Fields(source)
+    fields.check_keys(document, "", _TOP_KEYS, required=_exclude(_TOP_KEYS, _TOP_OPTIONAL))
+
+    name = fields.string(document, "name")
+    num_hosts = fields.positive_int(document, "hosts")
+    gpus_per_host = fields.positive_int(document, "gpus_per_host")
+
+    gpu_fields = fields.mapping(document, "gpu", _GPU_KEYS)
+    gpu = Gpu(
+        name=fields.string(gpu_fields, "gpu.name"),
+        memory_bytes=fields.quantity(gpu_fields, "gpu.memory", parse_bytes),
+        peak_flops_by_dtype=_peak_flops(fields, gpu_fields),
+        memory_bandwidth_bytes_per_s=fields.quantity(
+            gpu_fields, "gpu.memory_bandwidth", parse_bandwidth
+        ),
+    )
+
+    links = fields.mapping(document, "links", _LINKS_KEYS)
+    intra_host, inter_host = (_link(fields, links, f"links.{kind}") for kind in _LINKS_KEYS)
+
+    calibration_path = None
+    if "calibration" in document:
+        relative = fields.string(document, "calibration", expected="a file path")
+        folder = Path(source).parent if base_dir is None else Path(base_dir)
+        calibration_path = str(folder / relative)
+
+    return Cluster(
+        name=name,
+        hosts=num_hosts,
+        gpus_per_host=gpus_per_host,
+        gpu=gpu,
+        intra_host=intra_host,
+        inter_host=inter_host,
+        calibration_path=calibration_path,
+    )
+
+
+def _peak_flops(fields: _Fields, gpu_fields: dict[object, object]) -> tuple[tuple[str, float], ...]:
+    flops_fields = fields.mapping(
+        gpu_fields, "gpu.flops", PEAK_FLOPS_DTYPES, required=(), what="dtype"
+    )
+    if not flops_fields:
+        raise InputError(
+            fields.source,
+            "gpu.flops",
+            "at least one dtype such as {float16: 125 TFLOP/s}",
+            "an empty mapping",
+        )
+    return tuple(
+        (str(dtype), fields.quantity(flops_fields, f"gpu.flops.{dtype}", parse_flops_rate))
+        for dtype in flops_fields
+    )
+
+
+def _link(fields: _Fields, links: dict[object, object], field: str) -> Link:
+    link_fields = fields.mapping(links, field, _LINK_KEYS)
+    return Link(
+        bandwidth_bytes_per_s=fields.quantity(link_fields, f"{field}.bandwidth", parse_bandwidth),
+        latency_s=fields.quantity(link_fields, f"{field}.latency", parse_seconds, positive=False),
+    )
+
+
+class _Fields:
+    """Reads typed fields out of the parsed YAML, raising one `InputError` per problem.
+
+    ``field`` arguments are dotted paths from the top; the last part is the key to read.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, field: str, expected: str, found: str) -> InputError:
+        return InputError(self.source, field, expected, found)
+
+    def check_keys(
+        self,
+        values: dict[object, object],
+        field: str,
+        allowed: tuple[str, ...],
+        *,
+        required: tuple[str, ...],
+        what: str = "key",
+    ) -> None:
+        prefix = f"{field}." if field else ""
+        for key in values:
+            if key not in allowed:
+                hint = ""
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                if close:
+                    hint = f" (did you mean {close[0]!r}?)"
+                raise self.error(
+                    f"{prefix}{key}",
+                    f"one of the {what}s {', '.join(allowed)}",
+                    f"unknown {what} {describe_value(key)}{hint}",
+                )
+        for key in required:
+            if key not in values:
+                raise self.error(f"{prefix}{key}", "a value", "nothing")
+
+    def mapping(
+        self,
+        values: Mapping[object, object],
+        field: str,
+        allowed: tuple[str, ...],
+        *,
+        required: tuple[str, ...] | None = None,
+        what: str = "key",
+    ) -> dict[object, object]:
+        """The mapping at ``field``: only ``allowed`` keys, all of ``required`` (default: all)."""
+        value = values[_last(field)]
+        if not isinstance(value, dict):
+            raise self.error(
+                field, f"a mapping with the {what}s {', '.join(allowed)}", _show(value)
+            )
+        needed = allowed if required is None else required
+        self.check_keys(value, field, allowed, required=needed, what=what)
+        return value
+
+    def string(
+        self, values: Mapping[object, object], field: str, *, expected: str = "a non-empty string"
+    ) -> str:
+        value = values[_last(field)]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(field, expected, _show(value))
+        return value
+
+    def positive_int(self, values: Mapping[object, object], field: str) -> int:
+        value = values[_last(field)]
+        if not _is_positive_int(value):
+            raise self.error(field, "a positive integer", _show(value))
+        assert isinstance(value, int)
+        return value
+
+    def quantity(
+        self,
+        values: Mapping[object, object],
+        field: str,
+        parse: Callable[..., _T],
+        *,
+        positive: bool = True,
+    ) -> _T:
+        try:
+            return parse(values[_last(field)], positive=positive)
+        except QuantityError as error:
+            raise self.error(field, error.expected, error.found) from None
+
+
+def _load_yaml(text: str, source: str) -> object:
+    """``yaml.safe_load`` that also rejects duplicate keys (PyYAML keeps the last silently)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_duplicate_keys(root, source, "")
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "a YAML error"
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InputError(source, "", "valid YAML", f"{problem}{where}") from None
+    except yaml.YAMLError as error:
+        raise InputError(source, "", "valid YAML", str(error).replace("\n", " ")) from None
+
+
+def _check_duplicate_keys(node: yaml.Node, source: str, field: str) -> None:
+    prefix = f"{field}." if field else ""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise InputError(
+                    source, f"{prefix}{key}", "each key once", f"it again on line {line}"
+                )
+            seen.add(key)
+            _check_duplicate_keys(value_node, source, f"{prefix}{key}")
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, source, f"{field}[{index}]")
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _last(field: str) -> str:
+    return field.rsplit(".", 1)[-1]
+
+
+def _exclude(keys: tuple[str, ...], excluded: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(key for key in keys if key not in excluded)
+
+
+def _show(value: object) -> str:
+    """A found value: a mapping or list by its type, anything else as written."""
+    if isinstance(value, dict | list):
+        return _describe_type(value)
+    return describe_value(value)
+
+
+def _describe_type(value: object) -> str:
+    if value is None:
+        return "an empty document"
+    names = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")

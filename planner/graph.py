@@ -1,0 +1,221 @@
+"""The planner's graph IR: immutable tensors, ops and graphs with static shapes.
+
+A `Graph` is what every pass after import reads. It knows nothing of ONNX protobufs (the
+importer builds it) and nothing of devices (the cost models price it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from functools import cached_property
+from types import MappingProxyType
+
+# Bytes per element of the ONNX element types the planner understands.
+DTYPE_SIZE_BYTES: Mapping[str, int] = MappingProxyType(
+    {
+        "float64": 8,
+        "float32": 4,
+        "float16": 2,
+        "bfloat16": 2,
+        "float8": 1,
+        "int64": 8,
+        "int32": 4,
+        "int16": 2,
+        "int8": 1,
+        "uint64": 8,
+        "uint32": 4,
+        "uint16": 2,
+        "uint8": 1,
+        "bool": 1,
+        "complex64": 8,
+        "complex128": 16,
+        "string": 8,
+    }
+)
+FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8"})
+
+# An attribute value as the planner keeps it: ints, floats, strings and tuples of them.
+AttrValue = int | float | str | tuple[int, ...] | tuple[float, ...] | tuple[str, ...]
+
+
+class TensorKind(StrEnum):
+    """What a tensor is for the cost model."""
+
+    PARAMETER = "parameter"  # trainable weight: costs gradients and optimizer state
+    INPUT = "input"  # graph input that carries data (token ids, images)
+    ACTIVATION = "activation"  # produced by an op
+    CONSTANT = "constant"  # folded or literal value that is not trained
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: TensorKind
+    # Index of the dimension that scales with the batch size, or None when none does.
+    batch_dim: int | None = None
+
+    @property
+    def num_elements(self) -> int:
+        count = 1
+        for extent in self.shape:
+            count *= extent
+        return count
+
+    @property
+    def size_bytes(self) -> int:
+        return self.num_elements * DTYPE_SIZE_BYTES[self.dtype]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator. `inputs` keeps ONNX positions: an omitted optional input is ''."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attributes: tuple[tuple[str, AttrValue], ...] = ()
+    # Exporter name scopes, outermost first, e.g. ('', 'transformer', 'transformer.h.3').
+    scopes: tuple[str, ...] = ()
+    domain: str = ""
+    flops: float = 0.0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def attr(self, name: str, default: AttrValue | None = None) -> AttrValue | None:
+        for key, value in self.attributes:
+            if key == name:
+                return value
+        return default
+
+    @property
+    def present_inputs(self) -> tuple[str, ...]:
+        return tuple(name for name in self.inputs if name)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Ops in topological order and every tensor they touch, all with static shapes."""
+
+    name: str
+    ops: tuple[Op, ...]
+    tensors: Mapping[str, Tensor]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    batch_size: int
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tensors, MappingProxyType):
+            object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    @cached_property
+    def op_by_name(self) -> Mapping[str, Op]:
+        return MappingProxyType({op.name: op for op in self.ops})
+
+    @cached_property
+    def producer(self) -> Mapping[str, Op]:
+        return MappingProxyType({out: op for op in self.ops for out in op.outputs if out})
+
+    @cached_property
+    def consumers(self) -> Mapping[str, tuple[Op, ...]]:
+        found: dict[str, list[Op]] = {}
+        for op in self.ops:
+            for name in dict.fromkeys(op.present_inputs):
+                found.setdefault(name, []).append(op)
+        return MappingProxyType({name: tuple(ops) for name, ops in found.items()})
+
+    @property
+    def parameters(self) -> tuple[Tensor, ...]:
+        return tuple(t for t in self.tensors.values() if t.kind is TensorKind.PARAMETER)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.num_elements for t in self.parameters)
+
+    @property
+    def flops(self) -> float:
+        """Forward FLOPs of one pass over `batch_size` samples."""
+        return sum(op.flops for op in self.ops)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the structure and shapes (never of weights): equal graphs, equal prints."""
+        return "sha256:" + _digest(
+            [
+                [op.op_type, op.domain, op.inputs, op.outputs, _attrs_json(op.attributes)]
+                for op in self.ops
+            ],
+            [[t.name, t.shape, t.dtype, t.kind.value] for t in _sorted(self.tensors.values())],
+            [self.inputs, self.outputs],
+        )
+
+    def cast_floats(self, dtype: str) -> Graph:
+        """The same graph with every floating-point tensor stored as `dtype`.
+
+        Planning for float16 training of a model exported in float32 prices its tensors at two
+        bytes each; op byte counts are recomputed through `recount`.
+        """
+        if dtype not in FLOAT_DTYPES:
+            raise ValueError(f"expected a floating-point dtype, found {dtype!r}")
+        tensors = {
+            name: replace(t, dtype=dtype) if t.is_float else t for name, t in self.tensors.items()
+        }
+        return recount(replace(self, tensors=tensors))
+
+
+def op_traffic_bytes(op: Op, tensors: Mapping[str, Tensor]) -> tuple[int, int]:
+    """(bytes read, bytes written) of one op in memory, from the sizes of its tensors.
+
+    Views (reshape and friends) move nothing. Gathers and slices read only what they emit.
+    """
+    if op.op_type in VIEW_OPS:
+        return 0, 0
+    outputs = [tensors[name] for name in op.outputs if name]
+    written = sum(t.size_bytes for t in outputs)
+    inputs = [tensors[name] for name in dict.fromkeys(op.present_inputs)]
+    if op.op_type in SELECTING_OPS and inputs:
+        # The data operand is read only where selected: count the output size for it, plus
+        # the index operands in full.
+        read = written + sum(t.size_bytes for t in inputs[1:])
+    else:
+        read = sum(t.size_bytes for t in inputs)
+    return read, written
+
+
+def recount(graph: Graph) -> Graph:
+    """Recompute every op's bytes read and written from the graph's tensors."""
+    ops = []
+    for op in graph.ops:
+        read, written = op_traffic_bytes(op, graph.tensors)
+        ops.append(replace(op, bytes_read=read, bytes_written=written))
+    return replace(graph, ops=tuple(ops))
+
+
+# Ops that only relabel memory: no traffic, no FLOPs.
+VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout"})
+# Ops that read only part of their first input.
+SELECTING_OPS = frozenset({"Gather", "GatherElements", "GatherND", "Slice"})
+
+
+def _sorted(tensors: Iterable[Tensor]) -> list[Tensor]:
+    return sorted(tensors, key=lambda t: t.name)
+
+
+def _attrs_json(attributes: tuple[tuple[str, AttrValue], ...]) -> list[object]:
+    return [[key, list(value) if isinstance(value, tuple) else value] for key, value in attributes]
+
+
+def _digest(*parts: object) -> str:
+    text = json.dumps(parts, separators=(",", ":"), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -258,15 +258,21 @@ class BertMLMLogits(BertForMaskedLM):
     """BERT with its masked-LM head, returning only the logits.
 
     Position and token-type ids are built in the forward pass instead of being read
-    from buffers, which have no data on the meta device.
+    from buffers, which have no data on the meta device. The (all-zero, no padding)
+    additive attention mask is passed in 4-D so that transformers does not expand
+    one to [batch, 1, seq, seq] from the input's shape.
     """
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        seq = input_ids.shape[1]
-        positions = torch.arange(seq, device=input_ids.device)[None]
-        token_types = torch.zeros(1, seq, dtype=torch.int64, device=input_ids.device)
+        seq, device = input_ids.shape[1], input_ids.device
+        positions = torch.arange(seq, device=device)[None]
+        token_types = torch.zeros(1, seq, dtype=torch.int64, device=device)
+        mask = torch.zeros(1, 1, 1, seq, device=device)
         out = super().forward(
-            input_ids=input_ids, token_type_ids=token_types, position_ids=positions
+            input_ids=input_ids,
+            attention_mask=mask,
+            token_type_ids=token_types,
+            position_ids=positions,
         )
         return out.logits
 

@@ -78,29 +78,37 @@ def saved_activation_bytes(graph: Graph, tensors: Mapping[str, Tensor]) -> int:
 
 
 def live_activation_peak_bytes(graph: Graph, tensors: Mapping[str, Tensor]) -> int:
-    """Peak bytes of activations alive at once in a forward pass in topological order: a tensor
-    lives from its producer to its last consumer (views alias and add nothing)."""
+    """Peak bytes of activations alive at once in a forward pass in topological order.
+
+    A buffer lives from the op that writes it to the last use of it or of any view of it
+    (reshape and friends alias their input and add nothing).
+    """
+    root: dict[str, str] = {}
+    for op in graph.ops:
+        if op.op_type in VIEW_OPS and op.present_inputs:
+            base = root.get(op.present_inputs[0], op.present_inputs[0])
+            for name in op.outputs:
+                root[name] = base
     last_use: dict[str, int] = {}
     for index, op in enumerate(graph.ops):
         for name in op.present_inputs:
-            last_use[name] = index
+            last_use[root.get(name, name)] = index
     for name in graph.outputs:
-        last_use[name] = len(graph.ops)
+        last_use[root.get(name, name)] = len(graph.ops)
     live = sum(tensors[name].size_bytes for name in graph.inputs)
     peak = live
+    freed: set[str] = set()
     for index, op in enumerate(graph.ops):
         if op.op_type not in VIEW_OPS:
             live += sum(tensors[name].size_bytes for name in op.outputs if name)
         peak = max(peak, live)
-        for name in dict.fromkeys(op.present_inputs):
-            tensor = tensors[name]
-            if last_use.get(name) == index and tensor.kind in (
-                TensorKind.ACTIVATION,
-                TensorKind.INPUT,
-            ):
-                producer = graph.producer.get(name)
-                if producer is None or producer.op_type not in VIEW_OPS:
-                    live -= tensor.size_bytes
+        for name in op.present_inputs:
+            owner = root.get(name, name)
+            if owner in freed or last_use.get(owner) != index:
+                continue
+            if tensors[owner].kind in (TensorKind.ACTIVATION, TensorKind.INPUT):
+                live -= tensors[owner].size_bytes
+                freed.add(owner)
     return peak
 
 

@@ -126,10 +126,33 @@ def _read_model(path: Path) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_without_external_data(model))
     except Exception as error:  # ValidationError: structurally broken (e.g. truncated) model
         raise InputError(source, "", "a valid ONNX model", _first_line(error)) from None
     return model
+
+
+def _without_external_data(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for the checker in which weights stored outside the file are graph inputs: the
+    checker insists that external data exist, and the planner never reads it."""
+    external = [
+        init for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if not external:
+        return model
+    checked = onnx.ModelProto()
+    checked.CopyFrom(model)
+    names = {init.name for init in external}
+    kept = [init for init in checked.graph.initializer if init.name not in names]
+    del checked.graph.initializer[:]
+    checked.graph.initializer.extend(kept)
+    listed = {value.name for value in checked.graph.input}
+    for init in external:
+        if init.name not in listed:
+            checked.graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
+    return checked
 
 
 def _first_line(error: BaseException) -> str:
@@ -466,9 +489,10 @@ def _build_graph(
     for name in data_inputs:
         add(name, TensorKind.INPUT)
     referenced = {name for node in graph.node for name in node.input}
+    statistics = _running_statistics(graph)
     for name, init in initializers.items():
         if name in referenced:  # dead weights are not part of the model
-            add(name, _initializer_kind(init, name in inferred.folded))
+            add(name, _initializer_kind(init, name in inferred.folded, name in statistics))
     ops: list[Op] = []
     names_used: set[str] = set()
     unknown_types: set[str] = set()
@@ -517,12 +541,13 @@ def _build_graph(
     )
 
 
-def _initializer_kind(init: onnx.TensorProto, folded: bool) -> TensorKind:
+def _initializer_kind(init: onnx.TensorProto, folded: bool, statistics: bool) -> TensorKind:
     """Floating-point initializers are parameters; integer ones and folded values constants.
 
-    An embedded floating-point scalar is a literal (an epsilon, a scale), not a weight.
+    An embedded floating-point scalar is a literal (an epsilon, a scale), not a weight, and
+    batch-norm running statistics (`statistics`) are buffers that no optimizer updates.
     """
-    if folded:
+    if folded or statistics:
         return TensorKind.CONSTANT
     is_float = _DTYPE_NAMES.get(init.data_type, "") in (
         "float32",
@@ -536,6 +561,19 @@ def _initializer_kind(init: onnx.TensorProto, folded: bool) -> TensorKind:
     if is_float and (external or count > 1):
         return TensorKind.PARAMETER
     return TensorKind.CONSTANT
+
+
+def _running_statistics(graph: onnx.GraphProto) -> set[str]:
+    """Tensors used only as a BatchNormalization's running mean or variance (inputs 3, 4)."""
+    other_uses: set[str] = set()
+    statistics: set[str] = set()
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if node.op_type == "BatchNormalization" and position in (3, 4):
+                statistics.add(name)
+            else:
+                other_uses.add(name)
+    return statistics - other_uses
 
 
 def _dtype_name(code: int, source: str, tensor: str) -> str:

@@ -1,0 +1,67 @@
+"""Shared fixtures: paths to the shipped examples and small ONNX models built by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+MODELS = EXAMPLES / "models"
+CLUSTERS = EXAMPLES / "clusters"
+P3 = CLUSTERS / "aws-p3.16xlarge.yaml"
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto] = (),
+    opset: int = 18,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "test", list(inputs), list(outputs), list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def mlp_model(batch: int | str = "batch", features: int = 16, hidden: int = 32) -> onnx.ModelProto:
+    """x[batch, features] -> MatMul w1 -> Relu -> MatMul w2, with a Shape-derived Reshape pair in
+    the middle, as exporters write for dynamic batches."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, features])
+    w1 = numpy_helper.from_array(np.ones((features, hidden), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.ones((hidden, features), np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["s"], name="shape"),
+        helper.make_node(
+            "Constant", [], ["zero"], value=numpy_helper.from_array(np.array([0], np.int64))
+        ),
+        helper.make_node("Gather", ["s", "zero"], ["b"], axis=0, name="batch_of"),
+        helper.make_node(
+            "Constant",
+            [],
+            ["rest"],
+            value=numpy_helper.from_array(np.array([4, hidden // 4], np.int64)),
+        ),
+        helper.make_node("Concat", ["b", "rest"], ["shape3"], axis=0, name="concat"),
+        helper.make_node("Reshape", ["r", "shape3"], ["r3"], name="split_heads"),
+        helper.make_node(
+            "Constant", [], ["flat"], value=numpy_helper.from_array(np.array([-1, hidden], np.int64))
+        ),
+        helper.make_node("Reshape", ["r3", "flat"], ["r2"], name="merge_heads"),
+        helper.make_node("MatMul", ["r2", "w2"], ["y"], name="fc2"),
+    ]
+    return make_model(nodes, [x], [y], [w1, w2])
+
+
+@pytest.fixture
+def mlp_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(), str(path))
+    return path

@@ -1,0 +1,263 @@
+"""ONNX import: shapes, binding, folding, batch dimensions, FLOPs, parameters, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import MODELS, make_model, mlp_model
+from onnx import TensorProto, helper, numpy_helper
+
+from planner.graph import TensorKind
+from planner.onnx_import import load_onnx
+from plans.errors import InputError
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def test_dynamic_batch_binds_and_folds_shape_arithmetic(mlp_path: Path) -> None:
+    graph = load_onnx(mlp_path, batch_size=8)
+    # Shape/Gather/Concat/Constant fold away: only compute and the two views remain.
+    assert [op.name for op in graph.ops] == ["fc1", "relu", "split_heads", "merge_heads", "fc2"]
+    assert graph.tensors["r3"].shape == (8, 4, 8)
+    assert graph.tensors["y"].shape == (8, 16)
+    assert graph.batch_size == 8
+
+
+def test_batch_dimension_of_every_tensor_is_recorded(mlp_path: Path) -> None:
+    graph = load_onnx(mlp_path, batch_size=8)
+    assert {name: t.batch_dim for name, t in graph.tensors.items()} == {
+        "x": 0, "h": 0, "r": 0, "r3": 0, "r2": 0, "y": 0, "w1": None, "w2": None,
+        "shape3": None, "flat": None,  # the Reshapes' folded target shapes
+    }  # fmt: skip
+
+
+def test_matmul_flops_and_bytes_by_hand(mlp_path: Path) -> None:
+    graph = load_onnx(mlp_path, batch_size=8)
+    fc1 = graph.op_by_name["fc1"]
+    assert fc1.flops == 2 * 8 * 16 * 32
+    assert fc1.bytes_read == 4 * (8 * 16 + 16 * 32)
+    assert fc1.bytes_written == 4 * 8 * 32
+    assert graph.op_by_name["relu"].flops == 8 * 32
+    assert graph.op_by_name["split_heads"].bytes_read == 0  # a view moves nothing
+
+
+def test_kinds_of_tensors(mlp_path: Path) -> None:
+    graph = load_onnx(mlp_path, batch_size=4)
+    kinds = {name: t.kind for name, t in graph.tensors.items()}
+    assert kinds["x"] is TensorKind.INPUT
+    assert kinds["w1"] is TensorKind.PARAMETER
+    assert kinds["h"] is TensorKind.ACTIVATION
+    assert graph.parameter_count == 16 * 32 * 2
+
+
+@pytest.mark.parametrize(
+    ("node", "shapes", "flops"),
+    [
+        # Batched matmul with broadcasting: [2, 1, 3, 4] x [5, 4, 6] -> [2, 5, 3, 6]
+        (helper.make_node("MatMul", ["a", "b"], ["y"]), [(2, 1, 3, 4), (5, 4, 6)], 2 * 10 * 3 * 4 * 6),
+        # Gemm with transB and bias: [3, 4] x [6, 4]^T + [6]
+        (helper.make_node("Gemm", ["a", "b", "c"], ["y"], transB=1), [(3, 4), (6, 4), (6,)], 2 * 3 * 4 * 6 + 3 * 6),
+        # Einsum: contraction over k
+        (helper.make_node("Einsum", ["a", "b"], ["y"], equation="bik,kj->bij"), [(2, 3, 4), (4, 5)], 2 * 2 * 3 * 4 * 5),
+        # Conv 3x3, 8 -> 16 channels, padding 1, 10x10 image, batch 2, with bias
+        (helper.make_node("Conv", ["a", "b", "c"], ["y"], pads=[1, 1, 1, 1]), [(2, 8, 10, 10), (16, 8, 3, 3), (16,)], 2 * (2 * 16 * 100) * 8 * 9 + 2 * 16 * 100),
+    ],
+)  # fmt: skip
+def test_contraction_flops_are_exact(
+    tmp_path: Path, node: onnx.NodeProto, shapes: list[tuple[int, ...]], flops: int
+) -> None:
+    names = ["a", "b", "c"][: len(shapes)]
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(shapes[0]))]
+    inits = [
+        numpy_helper.from_array(np.zeros(shape, np.float32), name)
+        for name, shape in zip(names[1:], shapes[1:], strict=True)
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node.name = "op"
+    model = make_model([node], inputs, [out], inits)
+    model = onnx.shape_inference.infer_shapes(model)
+    del model.graph.output[:]
+    model.graph.output.extend([v for v in model.graph.value_info if v.name == "y"])
+    graph = load_onnx(_save(model, tmp_path / "m.onnx"))
+    assert graph.op_by_name["op"].flops == flops
+
+
+def test_fixed_batch_plans_at_its_batch(tmp_path: Path) -> None:
+    path = _save(mlp_model(batch=6), tmp_path / "fixed.onnx")
+    assert load_onnx(path).batch_size == 6
+    assert load_onnx(path, batch_size=6).batch_size == 6
+
+
+def test_fixed_batch_refuses_another_batch_size(tmp_path: Path) -> None:
+    path = _save(mlp_model(batch=6), tmp_path / "fixed.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=8)
+    assert str(error.value).startswith(
+        f"{path}: graph.input[x].shape[0]: expected a symbolic batch dimension to bind "
+        "--batch-size 8, found a fixed batch of 6; export the model with a dynamic batch"
+    )
+
+
+def test_symbolic_batch_without_batch_size_is_an_error(mlp_path: Path) -> None:
+    with pytest.raises(InputError) as error:
+        load_onnx(mlp_path)
+    assert str(error.value) == (
+        f"{mlp_path}: graph.input[x].shape[0]: expected --batch-size N to bind the symbolic "
+        "batch dimension 'batch', found no --batch-size"
+    )
+
+
+def test_batch_can_be_bound_by_name_with_dim(mlp_path: Path) -> None:
+    assert load_onnx(mlp_path, dims={"batch": 4}).batch_size == 4
+
+
+def test_other_symbolic_dimensions_need_dim(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq"])
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [x], [y])
+    path = _save(model, tmp_path / "seq.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=2)
+    assert "graph.input[x].shape[1]: expected a value for the symbolic dimension 'seq'" in str(
+        error.value
+    )
+    assert load_onnx(path, batch_size=2, dims={"seq": 7}).tensors["y"].shape == (2, 7)
+
+
+def test_tensors_left_unknown_are_listed(tmp_path: Path) -> None:
+    # NonZero has a data-dependent output shape: no binding can make it static.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [2, None])
+    model = make_model([helper.make_node("NonZero", ["x"], ["y"], name="nz")], [x], [y])
+    with pytest.raises(InputError) as error:
+        load_onnx(_save(model, tmp_path / "nz.onnx"), batch_size=2)
+    message = str(error.value)
+    assert "tensor shapes: expected static shapes after binding" in message
+    assert "found 1 tensors with unknown dimensions: y [2, " in message
+
+
+def test_unknown_op_types_still_load_with_a_warning(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    nodes = [helper.make_node("Celu", ["x"], ["y"], name="celu")]
+    graph = load_onnx(_save(make_model(nodes, [x], [y]), tmp_path / "c.onnx"), batch_size=3)
+    assert graph.op_by_name["celu"].flops == 3 * 4
+    assert graph.warnings == ("op types without a specific cost rule (priced by element count): Celu",)
+
+
+def test_graph_only_model_with_absent_external_data_loads(tmp_path: Path) -> None:
+    model = mlp_model()
+    for init in model.graph.initializer:
+        onnx.external_data_helper.set_external_data(init, location="absent.onnx.data")
+        init.ClearField("raw_data")
+        init.ClearField("float_data")
+    graph = load_onnx(_save(model, tmp_path / "graph-only.onnx"), batch_size=2)
+    assert graph.parameter_count == 16 * 32 * 2
+
+
+def test_present_external_data_loads(tmp_path: Path) -> None:
+    path = tmp_path / "with-data.onnx"
+    onnx.save(mlp_model(), str(path), save_as_external_data=True, size_threshold=0)
+    assert (tmp_path / "with-data.onnx.data").exists() or any(tmp_path.glob("*.data"))
+    assert load_onnx(path, batch_size=2).parameter_count == 16 * 32 * 2
+
+
+def test_fingerprint_ignores_weights_but_not_shapes(tmp_path: Path) -> None:
+    first = load_onnx(_save(mlp_model(), tmp_path / "a.onnx"), batch_size=2)
+    other_weights = mlp_model()
+    other_weights.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.full((16, 32), 3.0, np.float32), "w1")
+    )
+    second = load_onnx(_save(other_weights, tmp_path / "b.onnx"), batch_size=2)
+    wider = load_onnx(_save(mlp_model(hidden=64), tmp_path / "c.onnx"), batch_size=2)
+    assert first.fingerprint == second.fingerprint
+    assert first.fingerprint != wider.fingerprint
+
+
+# --- the shipped example models --------------------------------------------------------------
+
+
+def _manifest() -> dict[str, dict[str, object]]:
+    loaded: dict[str, dict[str, object]] = json.loads((MODELS / "models.json").read_text())
+    return loaded
+
+
+def test_gpt3_parameter_count_matches_the_formula_and_torch() -> None:
+    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=1)
+    h, layers, vocab, positions = 2048, 24, 51200, 1024
+    # GPT-2 layout with tied input/output embeddings: token and position embeddings, per layer
+    # 12 h^2 + 13 h (attention 4 h^2 + 4 h, MLP 8 h^2 + 5 h, two layer norms 4 h), final norm.
+    expected = vocab * h + positions * h + layers * (12 * h * h + 13 * h) + 2 * h
+    assert graph.parameter_count == expected == 1_315_557_376
+    assert _manifest()["gpt3-1.3b"]["parameters"] == expected
+
+
+def test_gpt3_forward_flops_by_hand() -> None:
+    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=1)
+    h, layers, vocab, seq = 2048, 24, 51200, 1024
+    matmuls = 2 * seq * (layers * 12 * h * h + vocab * h)  # weights: QKV, proj, MLP, LM head
+    attention = 2 * 2 * seq * seq * h * layers  # Q K^T and scores x V
+    biases = seq * (3 * h + h + 4 * h + h) * layers  # Gemm adds its bias: one FLOP per output
+    contraction = sum(op.flops for op in graph.ops if op.op_type in ("MatMul", "Gemm"))
+    assert contraction == pytest.approx(matmuls + attention + biases, rel=1e-12)
+
+
+def test_example_models_keep_exporter_name_scopes() -> None:
+    graph = load_onnx(MODELS / "gpt-tiny.onnx", batch_size=2)
+    scoped = [op for op in graph.ops if "transformer.h.1" in op.scopes]
+    assert scoped, "ops of the second block carry the exporter's name scope"
+
+
+@pytest.mark.parametrize("name", sorted(_manifest()))
+def test_every_example_model_imports_fully_static(name: str) -> None:
+    entry = _manifest()[name]
+    graph = load_onnx(MODELS / str(entry["file"]), batch_size=2)
+    assert graph.batch_size == 2
+    assert graph.parameter_count == entry.get("onnx_trainable_parameters", entry["parameters"])
+    batch_input = graph.tensors[graph.inputs[0]]
+    assert batch_input.batch_dim == 0 and batch_input.shape[0] == 2
+
+
+# --- bad files ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.onnx"
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=1)
+    assert str(error.value) == f"{path}: expected an ONNX model file, found no such file"
+
+
+def test_not_onnx(tmp_path: Path) -> None:
+    path = tmp_path / "text.onnx"
+    path.write_text("this is not a protobuf at all\n" * 10)
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=1)
+    assert str(error.value).startswith(f"{path}: expected an ONNX model")
+
+
+def test_truncated_onnx(tmp_path: Path) -> None:
+    data = (MODELS / "gpt-tiny.onnx").read_bytes()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=1)
+    assert str(error.value).startswith(f"{path}: expected a")
+
+
+def test_unknown_element_type(tmp_path: Path) -> None:
+    model = mlp_model()
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.UINT4
+    model.graph.node[0].op_type = "MatMul"
+    path = _save(model, tmp_path / "uint4.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=1)
+    assert str(error.value).startswith(f"{path}: ")
+    assert "expected" in str(error.value)

@@ -136,8 +136,9 @@ def plan_command(
         write_text_atomically(text, target)
     for warning in graph.warnings:
         error_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
-    print_plan_summary(result, written_to=None if target == "-" else target,
-                       seconds=time.perf_counter() - started)
+    print_plan_summary(
+        result, written_to=None if target == "-" else target, seconds=time.perf_counter() - started
+    )
     return exit_codes.OK
 
 

@@ -14,8 +14,8 @@ onnxscript optimizer, and saved so that:
 * every weight is an initializer whose data lives in ``<file>.data``, a file that is
   never written: the ONNX files are graphs only;
 * small constants are ``Constant`` nodes, so initializers are exactly the weights;
-* node ``metadata_props`` keep ``pkg.torch.onnx.name_scopes`` (module path such as
-  ``['', 'layers', 'layers.3', 'layers.3.moe']``) and
+* node ``metadata_props`` keep ``pkg.torch.onnx.name_scopes`` (the module path, then
+  the FX node name, e.g. ``['', 'layers.3', 'layers.3.moe', 'einsum']``) and
   ``pkg.torch.onnx.class_hierarchy``; stack traces and FX dumps are dropped.
 
 ``models.json`` in the output folder describes every model: file, family, config,
@@ -140,10 +140,11 @@ def _drop_zero_conv_bias(graph: onnx.GraphProto) -> None:
             continue
         expand = producer.get(node.input[2])
         zero = producer.get(expand.input[0]) if expand and expand.op_type == "Expand" else None
-        if zero and zero.op_type == "Constant":
-            value = onnx.numpy_helper.to_array(zero.attribute[0].t)
-            if not value.any():
-                del node.input[2]
+        is_tensor_constant = (
+            zero and zero.op_type == "Constant" and zero.attribute[0].name == "value"
+        )
+        if is_tensor_constant and not onnx.numpy_helper.to_array(zero.attribute[0].t).any():
+            del node.input[2]
     _remove_dead_nodes(graph)
 
 
@@ -199,16 +200,14 @@ def export_module(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
 
-    shape = ["batch", *example.shape[1:]]
-    entry: Entry = {
+    return {
         "file": path.name,
         "family": family,
         "config": config,
         "parameters": sum(p.numel() for p in module.parameters()),
         "onnx_parameters": onnx_parameter_count(model),
-        "inputs": {input_name: shape},
+        "inputs": {input_name: ["batch", *example.shape[1:]]},
     }
-    return entry
 
 
 # --------------------------------------------------------------------------------------
@@ -220,10 +219,11 @@ class GPT2Logits(GPT2LMHeadModel):
     """GPT-2 LM returning only the logits, with an explicit causal mask.
 
     Passing the 4-D mask skips transformers' mask builder, whose packed-sequence
-    detection adds CumSum/GatherND ops on position ids to the graph.
+    detection adds CumSum/GatherND ops on position ids to the graph. The tied token
+    embedding / LM head is one initializer, ``lm_head.weight``.
     """
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         mask = _causal_mask(input_ids.shape[1], input_ids.device)
         out = super().forward(input_ids=input_ids, attention_mask=mask, use_cache=False)
         return out.logits
@@ -263,7 +263,7 @@ class BertMLMLogits(BertForMaskedLM):
     one to [batch, 1, seq, seq] from the input's shape.
     """
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         seq, device = input_ids.shape[1], input_ids.device
         positions = torch.arange(seq, device=device)[None]
         token_types = torch.zeros(1, seq, dtype=torch.int64, device=device)

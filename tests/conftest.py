@@ -52,7 +52,10 @@ def mlp_model(batch: int | str = "batch", features: int = 16, hidden: int = 32) 
         helper.make_node("Concat", ["b", "rest"], ["shape3"], axis=0, name="concat"),
         helper.make_node("Reshape", ["r", "shape3"], ["r3"], name="split_heads"),
         helper.make_node(
-            "Constant", [], ["flat"], value=numpy_helper.from_array(np.array([-1, hidden], np.int64))
+            "Constant",
+            [],
+            ["flat"],
+            value=numpy_helper.from_array(np.array([-1, hidden], np.int64)),
         ),
         helper.make_node("Reshape", ["r3", "flat"], ["r2"], name="merge_heads"),
         helper.make_node("MatMul", ["r2", "w2"], ["y"], name="fc2"),

@@ -149,7 +149,9 @@ def test_unknown_op_types_still_load_with_a_warning(tmp_path: Path) -> None:
     nodes = [helper.make_node("Celu", ["x"], ["y"], name="celu")]
     graph = load_onnx(_save(make_model(nodes, [x], [y]), tmp_path / "c.onnx"), batch_size=3)
     assert graph.op_by_name["celu"].flops == 3 * 4
-    assert graph.warnings == ("op types without a specific cost rule (priced by element count): Celu",)
+    assert graph.warnings == (
+        "op types without a specific cost rule (priced by element count): Celu",
+    )
 
 
 def test_graph_only_model_with_absent_external_data_loads(tmp_path: Path) -> None:

@@ -59,6 +59,8 @@ class Tensor:
     kind: TensorKind
     # Index of the dimension that scales with the batch size, or None when none does.
     batch_dim: int | None = None
+    # The values of a small constant (axes, sizes, shape targets), flattened; else None.
+    value: tuple[float, ...] | None = None
 
     @property
     def num_elements(self) -> int:
@@ -156,7 +158,10 @@ class Graph:
                 [op.op_type, op.domain, op.inputs, op.outputs, _attrs_json(op.attributes)]
                 for op in self.ops
             ],
-            [[t.name, t.shape, t.dtype, t.kind.value] for t in _sorted(self.tensors.values())],
+            [
+                [t.name, t.shape, t.dtype, t.kind.value, t.value]
+                for t in _sorted(self.tensors.values())
+            ],
             [self.inputs, self.outputs],
         )
 

@@ -472,7 +472,7 @@ def _build_graph(
     tensors: dict[str, Tensor] = {}
     warnings: list[str] = []
 
-    def add(name: str, kind: TensorKind) -> None:
+    def add(name: str, kind: TensorKind, value: tuple[float, ...] | None = None) -> None:
         if not name or name in tensors:
             return
         shape = inferred.shapes[name]
@@ -484,6 +484,7 @@ def _build_graph(
             dtype=dtype,
             kind=kind,
             batch_dim=batch_dims.get(name),
+            value=value if kind is TensorKind.CONSTANT else None,
         )
 
     for name in data_inputs:
@@ -492,13 +493,14 @@ def _build_graph(
     statistics = _running_statistics(graph)
     for name, init in initializers.items():
         if name in referenced:  # dead weights are not part of the model
-            add(name, _initializer_kind(init, name in inferred.folded, name in statistics))
+            kind = _initializer_kind(init, name in inferred.folded, name in statistics)
+            add(name, kind, _small_value(init))
     ops: list[Op] = []
     names_used: set[str] = set()
     unknown_types: set[str] = set()
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant" and not node.domain:
-            add(node.output[0], TensorKind.CONSTANT)  # too large to fold: still a literal
+            add(node.output[0], TensorKind.CONSTANT)  # not folded (too large): still a literal
             continue
         for name in node.input:
             if name and name not in tensors:
@@ -561,6 +563,17 @@ def _initializer_kind(init: onnx.TensorProto, folded: bool, statistics: bool) ->
     if is_float and (external or count > 1):
         return TensorKind.PARAMETER
     return TensorKind.CONSTANT
+
+
+# Constants up to this many elements keep their values in the Graph (axes, split sizes).
+_KEPT_VALUE_ELEMENTS = 64
+
+
+def _small_value(init: onnx.TensorProto) -> tuple[float, ...] | None:
+    value = _embedded_value(init)
+    if value is None or value.size > _KEPT_VALUE_ELEMENTS or value.dtype.kind not in "iufb":
+        return None
+    return tuple(value.reshape(-1).tolist())
 
 
 def _running_statistics(graph: onnx.GraphProto) -> set[str]:

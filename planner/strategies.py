@@ -1,0 +1,396 @@
+"""The sharding strategies of one op on one logical mesh, with their costs.
+
+A strategy assigns each mesh axis (of size > 1) to at most one splittable label of the op's
+index notation (`planner/notation.py`), or to none; both axes on one label split it over the
+whole mesh (S01). Every combination whose split labels divide evenly is a strategy: one generic
+rule for every op. Costs per device follow from the label classes:
+
+- compute: roofline of the op on its local (sharded) shapes; backward = 2x forward for
+  contractions, 1x otherwise;
+- forward: a split contracted label leaves partial sums: all-reduce of the output over its axes;
+  a split statistics label (softmax axis, layer-norm features): all-reduce of two per-row
+  statistics, forward and backward;
+- backward, gradient of an activation input X: split labels that X lacks are summed over:
+  all-reduce of dX over their axes (per microbatch);
+- backward, gradient of a parameter W: the same rule gives the axes over which dW is summed;
+  that all-reduce runs once per iteration, gradients accumulating locally in between;
+- memory: parameters, gradients and optimizer state of the local piece of each parameter
+  (`cost_models.memory`), plus the op's outputs kept for backward.
+
+ZeRO variants (training, ops that own parameters replicated over some mesh axes R):
+
+- zero2: gradients and optimizer state sharded over R; the gradient all-reduce becomes a
+  reduce-scatter, and the updated weights are all-gathered over R once per iteration;
+- zero3: weights sharded over R as well, all-gathered for every forward and backward pass.
+
+A parameter used by several ops (tied embeddings) is owned, and its state paid, by its first
+consumer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from cost_models.cluster import Gpu
+from cost_models.collectives import (
+    all_gather_over_s,
+    all_reduce_over_s,
+    reduce_scatter_over_s,
+)
+from cost_models.compute import (
+    BACKWARD_RATIO_CONTRACTION,
+    BACKWARD_RATIO_MEMORY_BOUND,
+    roofline_s,
+)
+from cost_models.memory import parameter_state
+from cost_models.mesh import LogicalMesh, MeshAxis
+from planner.graph import VIEW_OPS, Op, Tensor, TensorKind, op_traffic_bytes
+from planner.notation import Notation
+from planner.op_flops import op_flops
+from planner.sharding import ShardingSpec
+
+CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """Switches in the spirit of Alpa's AutoShardingOption."""
+
+    zero: str = "auto"  # "auto": the ILP may pick ZeRO variants; "on": always; "off": never
+    force_data_parallel: bool = False  # split only the batch, over every axis
+    force_batch_dim_to_mesh_dim: int | None = None  # the batch goes on this mesh axis
+
+
+@dataclass(frozen=True)
+class CostContext:
+    mesh: LogicalMesh
+    gpu: Gpu
+    dtype: str
+    optimizer: str
+    training: bool
+    options: StrategyOptions = field(default_factory=StrategyOptions)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    input_specs: tuple[ShardingSpec | None, ...]
+    output_specs: tuple[ShardingSpec | None, ...]
+    forward_s: float  # compute of one microbatch
+    backward_s: float
+    communication_s: float  # collectives of one microbatch, forward and backward
+    gradient_sync_s: float  # once per iteration: parameter-gradient reduction (+ ZeRO gather)
+    update_s: float  # once per iteration: the optimizer step on the local parameter shards
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int  # outputs kept for backward, one microbatch
+
+    @property
+    def microbatch_s(self) -> float:
+        return self.forward_s + self.backward_s + self.communication_s
+
+    @property
+    def iteration_s(self) -> float:
+        return self.gradient_sync_s + self.update_s
+
+    @property
+    def state_bytes(self) -> int:
+        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
+
+
+def backward_ratio(op: Op) -> float:
+    if op.op_type in CONTRACTION_OPS:
+        return BACKWARD_RATIO_CONTRACTION
+    return BACKWARD_RATIO_MEMORY_BOUND
+
+
+def _assignments(
+    notation: Notation,
+    extents: Mapping[str, tuple[int, ...]],
+    mesh_shape: tuple[int, int],
+) -> list[dict[str, tuple[int, ...]]]:
+    """Every valid map label -> mesh axes: each axis of size > 1 on one label or none, the
+    split labels dividing evenly in every tensor that has them."""
+    splittable = [
+        label
+        for label in notation.labels
+        if label not in notation.unsplittable and min(extents[label]) > 1
+    ]
+    live_axes = [axis for axis in (0, 1) if mesh_shape[axis] > 1]
+    found: list[dict[str, tuple[int, ...]]] = []
+    for choice in itertools.product([None, *splittable], repeat=len(live_axes)):
+        assignment: dict[str, tuple[int, ...]] = {}
+        for axis, label in zip(live_axes, choice, strict=True):
+            if label is not None:
+                assignment[label] = (*assignment.get(label, ()), axis)
+        if all(
+            extent % _ways(axes, mesh_shape) == 0
+            for label, axes in assignment.items()
+            for extent in extents[label]
+        ):
+            found.append(assignment)
+    return found
+
+
+def _ways(axes: Iterable[int], mesh_shape: tuple[int, int]) -> int:
+    ways = 1
+    for axis in axes:
+        ways *= mesh_shape[axis]
+    return ways
+
+
+def _spec(labels: Sequence[str], assignment: Mapping[str, tuple[int, ...]]) -> ShardingSpec:
+    return ShardingSpec(tuple(assignment.get(label, ()) for label in labels))
+
+
+def _axes(mesh: LogicalMesh, axes: Iterable[int]) -> list[MeshAxis]:
+    return [mesh.axes[axis] for axis in sorted(set(axes))]
+
+
+def _local(tensor: Tensor, spec: ShardingSpec, mesh_shape: tuple[int, int]) -> Tensor:
+    return replace(tensor, shape=spec.local_shape(tensor.shape, mesh_shape))
+
+
+def _batch_labels(op: Op, notation: Notation, tensors: Mapping[str, Tensor]) -> set[str]:
+    found: set[str] = set()
+    for names, groups in ((op.inputs, notation.inputs), (op.outputs, notation.outputs)):
+        for name, labels in zip(names, groups, strict=False):
+            batch_dim = tensors[name].batch_dim if name else None
+            if labels is not None and batch_dim is not None:
+                found.add(labels[batch_dim])
+    return found
+
+
+def _filter_by_options(
+    assignments: list[dict[str, tuple[int, ...]]],
+    batch: set[str],
+    mesh_shape: tuple[int, int],
+    options: StrategyOptions,
+) -> list[dict[str, tuple[int, ...]]]:
+    kept = assignments
+    if options.force_data_parallel:
+        whole = tuple(axis for axis in (0, 1) if mesh_shape[axis] > 1)
+        kept = [
+            a for a in kept if all(label in batch and axes == whole for label, axes in a.items())
+        ]
+        best = [a for a in kept if a]  # prefer splitting the batch when it divides
+        kept = best or [a for a in kept if not a]
+    if options.force_batch_dim_to_mesh_dim is not None and batch:
+        axis = options.force_batch_dim_to_mesh_dim
+        forced = [a for a in kept if any(a.get(label) == (axis,) for label in batch)]
+        kept = forced or kept
+    return kept or [{}]
+
+
+def op_strategies(
+    op: Op,
+    notation: Notation,
+    tensors: Mapping[str, Tensor],
+    context: CostContext,
+    owned_parameters: frozenset[str],
+) -> tuple[Strategy, ...]:
+    """The op's strategies, deduplicated, in a deterministic order (replicated first)."""
+    mesh = context.mesh
+    extents: dict[str, list[int]] = {}
+    for names, groups in ((op.inputs, notation.inputs), (op.outputs, notation.outputs)):
+        for name, labels in zip(names, groups, strict=False):
+            if not name or labels is None:
+                continue
+            for label, extent in zip(labels, tensors[name].shape, strict=True):
+                extents.setdefault(label, []).append(extent)
+    frozen_extents = {label: tuple(values) for label, values in extents.items()}
+    assignments = _assignments(notation, frozen_extents, mesh.shape)
+    assignments = _filter_by_options(
+        assignments, _batch_labels(op, notation, tensors), mesh.shape, context.options
+    )
+    strategies: list[Strategy] = []
+    seen: set[tuple[object, ...]] = set()
+    for assignment in assignments:
+        priced = _priced(
+            op, notation, tensors, frozen_extents, context, owned_parameters, assignment
+        )
+        for strategy in priced:
+            key = (strategy.input_specs, strategy.output_specs, strategy.name.split(" ")[-1])
+            if key not in seen:
+                seen.add(key)
+                strategies.append(strategy)
+    return tuple(strategies)
+
+
+def _priced(
+    op: Op,
+    notation: Notation,
+    tensors: Mapping[str, Tensor],
+    frozen_extents: Mapping[str, tuple[int, ...]],
+    context: CostContext,
+    owned_parameters: frozenset[str],
+    assignment: Mapping[str, tuple[int, ...]],
+) -> list[Strategy]:
+    mesh = context.mesh
+    shape = mesh.shape
+    input_specs = tuple(
+        None if labels is None or not name else _spec(labels, assignment)
+        for name, labels in zip(op.inputs, notation.inputs, strict=False)
+    )
+    input_specs += (None,) * (len(op.inputs) - len(input_specs))
+    output_specs = tuple(
+        None if labels is None or not name else _spec(labels, assignment)
+        for name, labels in zip(op.outputs, notation.outputs, strict=False)
+    )
+    output_specs += (None,) * (len(op.outputs) - len(output_specs))
+
+    local: dict[str, Tensor] = dict(tensors)  # unlabelled tensors (shape operands) stay whole
+    for name, spec in (
+        *zip(op.inputs, input_specs, strict=True),
+        *zip(op.outputs, output_specs, strict=True),
+    ):
+        if name and spec is not None:
+            local[name] = _local(tensors[name], spec, shape)
+
+    read, written = op_traffic_bytes(op, local)
+    forward_s = roofline_s(op_flops(op, local), read + written, context.gpu, context.dtype)
+    backward_s = backward_ratio(op) * forward_s if context.training else 0.0
+
+    # Forward: partial sums of split contracted labels.
+    contracted_axes = [axis for label in notation.contracted for axis in assignment.get(label, ())]
+    output_bytes = sum(local[name].size_bytes for name in op.outputs if name)
+    communication_s = all_reduce_over_s(output_bytes, _axes(mesh, contracted_axes))
+    # Normalisation statistics over split labels: two numbers per row, forward and backward.
+    for label in sorted(notation.statistics):
+        axes = assignment.get(label, ())
+        if axes:
+            local_extent = frozen_extents[label][0] // _ways(axes, shape)
+            statistics_bytes = 2 * output_bytes / max(local_extent, 1)
+            passes = 2 if context.training else 1
+            communication_s += passes * all_reduce_over_s(statistics_bytes, _axes(mesh, axes))
+
+    state = parameter_state(context.dtype, context.optimizer, context.training)
+    parameters: list[_ParameterPiece] = []
+    for name, labels in zip(op.inputs, notation.inputs, strict=False):
+        if not name or labels is None:
+            continue
+        tensor = tensors[name]
+        # Split labels this input lacks: its gradient is summed over their axes.
+        summed = {
+            axis for label, axes in assignment.items() if label not in labels for axis in axes
+        }
+        if tensor.kind is TensorKind.PARAMETER:
+            if name in owned_parameters:
+                held = {axis for label in labels for axis in assignment.get(label, ())}
+                replicated = {axis for axis in (0, 1) if shape[axis] > 1 and axis not in held}
+                parameters.append(
+                    _ParameterPiece(
+                        local[name].num_elements, frozenset(summed), frozenset(replicated)
+                    )
+                )
+        elif context.training and tensor.kind is TensorKind.ACTIVATION and tensor.is_float:
+            communication_s += all_reduce_over_s(local[name].size_bytes, _axes(mesh, summed))
+    activation_bytes = 0
+    if context.training and op.op_type not in VIEW_OPS:
+        activation_bytes = sum(
+            local[name].size_bytes
+            for name in op.outputs
+            if name and tensors[name].kind is TensorKind.ACTIVATION
+        )
+    elements = sum(piece.elements for piece in parameters)
+    plain = Strategy(
+        name=_name(input_specs, output_specs),
+        input_specs=input_specs,
+        output_specs=output_specs,
+        forward_s=forward_s,
+        backward_s=backward_s,
+        communication_s=communication_s,
+        gradient_sync_s=0.0,
+        update_s=0.0,
+        parameter_bytes=elements * state.weights,
+        gradient_bytes=elements * state.gradients,
+        optimizer_bytes=elements * state.optimizer,
+        activation_bytes=activation_bytes,
+    )
+    if not parameters or not context.training:
+        return [plain]
+    return _with_parameter_state(plain, context, parameters)
+
+
+@dataclass(frozen=True)
+class _ParameterPiece:
+    """One owned parameter as a strategy holds it."""
+
+    elements: int  # local elements
+    summed_axes: frozenset[int]  # axes its gradient is summed over
+    replicated_axes: frozenset[int]  # live axes it is not split over (ZeRO shards over these)
+
+
+def _with_parameter_state(
+    plain: Strategy, context: CostContext, parameters: list[_ParameterPiece]
+) -> list[Strategy]:
+    """The plain strategy with its once-per-iteration costs, and its ZeRO variants."""
+    mesh = context.mesh
+    state = parameter_state(context.dtype, context.optimizer, True)
+    # Optimizer step, memory-bound: read weights, gradients and state; write weights and state.
+    update_bytes = 2 * state.weights + state.gradients + 2 * state.optimizer
+    seconds_per_byte = 1.0 / context.gpu.memory_bandwidth_bytes_per_s
+
+    def sharded(piece: _ParameterPiece) -> float:
+        return piece.elements / _ways(piece.replicated_axes, mesh.shape)
+
+    variants = []
+    can_shard = any(piece.replicated_axes for piece in parameters)
+    if context.options.zero != "on" or not can_shard:
+        variants.append(
+            replace(
+                plain,
+                gradient_sync_s=sum(
+                    all_reduce_over_s(p.elements * state.gradients, _axes(mesh, p.summed_axes))
+                    for p in parameters
+                ),
+                update_s=sum(p.elements for p in parameters) * update_bytes * seconds_per_byte,
+            )
+        )
+    if context.options.zero == "off" or not can_shard:
+        return variants
+    reduce_scatter = sum(
+        reduce_scatter_over_s(p.elements * state.gradients, _axes(mesh, p.summed_axes))
+        for p in parameters
+    )
+    gather = sum(
+        all_gather_over_s(p.elements * state.weights, _axes(mesh, p.replicated_axes))
+        for p in parameters
+    )
+    sharded_elements = sum(sharded(p) for p in parameters)
+    update_s = sharded_elements * update_bytes * seconds_per_byte
+    variants.append(
+        replace(
+            plain,
+            name=plain.name + " zero2",
+            gradient_sync_s=reduce_scatter + gather,
+            update_s=update_s,
+            gradient_bytes=round(sharded_elements * state.gradients),
+            optimizer_bytes=round(sharded_elements * state.optimizer),
+        )
+    )
+    passes = 2  # the weights are gathered for the forward and again for the backward
+    variants.append(
+        replace(
+            plain,
+            name=plain.name + " zero3",
+            communication_s=plain.communication_s + passes * gather + reduce_scatter,
+            update_s=update_s,
+            parameter_bytes=round(sharded_elements * state.weights),
+            gradient_bytes=round(sharded_elements * state.gradients),
+            optimizer_bytes=round(sharded_elements * state.optimizer),
+        )
+    )
+    return variants
+
+
+def _name(
+    input_specs: Sequence[ShardingSpec | None], output_specs: Sequence[ShardingSpec | None]
+) -> str:
+    """Alpa's style: 'OUT = IN0 x IN1' (specs of the labelled tensors)."""
+    outs = " ".join(str(spec) or "-" for spec in output_specs if spec is not None) or "-"
+    ins = " x ".join(str(spec) or "-" for spec in input_specs if spec is not None) or "-"
+    return f"{outs} = {ins}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -19,9 +19,12 @@ from cost_models.cluster_yaml import load_cluster
 from planner import __version__
 from planner.onnx_import import load_onnx
 from planner.options import DTYPES, MODES, SCHEDULES, PlanOptions
+from planner.reshard import ReshardRules
 from planner.search import plan as make_plan
+from planner.strategies import StrategyOptions
 from plans.errors import InfeasibleError, InputError
 from plans.io import plan_to_json, write_text_atomically
+from plans.plan import Plan
 
 _DEFAULT_COMMAND = "plan"
 
@@ -92,6 +95,33 @@ def _parse_dims(values: Sequence[str]) -> dict[str, int]:
     show_default=True,
     help="Share of GPU memory the plan may use.",
 )
+@click.option(
+    "--intra-only",
+    is_flag=True,
+    help="Alpa's ShardParallel: one stage on the whole cluster, sharded by the ILP "
+    "(today's only search).",
+)
+@click.option(
+    "--ilp-time-limit",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds per ILP solve; on timeout the best plan found so far is kept.",
+)
+@click.option(
+    "--zero/--no-zero",
+    default=None,
+    help="Shard optimizer state and gradients over the axes where a parameter is replicated "
+    "(always with --zero, never with --no-zero; by default the ILP decides per op).",
+)
+@click.option("--force-data-parallel", is_flag=True, help="Split only the batch, over every GPU.")
+@click.option("--no-all-to-all", is_flag=True, help="Reshard with all-gather + slice instead.")
+@click.option("--no-all-gather", is_flag=True, help="Forbid reshardings that all-gather.")
+@click.option(
+    "--force-batch-dim-to-mesh-dim",
+    type=click.Choice(["0", "1"]),
+    help="Put the batch on this logical mesh axis.",
+)
 def plan_command(
     model: str,
     cluster: str,
@@ -105,6 +135,13 @@ def plan_command(
     microbatches: int,
     schedule: str,
     memory_fraction: float,
+    intra_only: bool,
+    ilp_time_limit: float,
+    zero: bool | None,
+    force_data_parallel: bool,
+    no_all_to_all: bool,
+    no_all_gather: bool,
+    force_batch_dim_to_mesh_dim: str | None,
 ) -> int:
     """Plan MODEL (ONNX) on CLUSTER (YAML) and write the plan as JSON."""
     started = time.perf_counter()
@@ -125,7 +162,19 @@ def plan_command(
         microbatches=microbatches,
         schedule=schedule,
         memory_fraction=memory_fraction,
+        ilp_time_limit_s=ilp_time_limit,
+        strategy=StrategyOptions(
+            zero="auto" if zero is None else ("on" if zero else "off"),
+            force_data_parallel=force_data_parallel,
+            force_batch_dim_to_mesh_dim=(
+                None if force_batch_dim_to_mesh_dim is None else int(force_batch_dim_to_mesh_dim)
+            ),
+        ),
+        reshard=ReshardRules(
+            allow_all_to_all=not no_all_to_all, allow_all_gather=not no_all_gather
+        ),
     )
+    del intra_only  # the one-stage search is the only one until the inter-op pass lands
     result = make_plan(graph, cluster_spec, options)
     text = plan_to_json(result)
     target = output or f"{os.path.splitext(os.path.basename(model))[0]}.plan.json"
@@ -134,12 +183,30 @@ def plan_command(
         sys.stdout.flush()
     else:
         write_text_atomically(text, target)
-    for warning in graph.warnings:
+    for warning in [*graph.warnings, *plan_warnings(result)]:
         error_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
     print_plan_summary(
         result, written_to=None if target == "-" else target, seconds=time.perf_counter() - started
     )
     return exit_codes.OK
+
+
+def plan_warnings(plan: Plan) -> list[str]:
+    """What the user should know about how the plan was found."""
+    warnings = []
+    fallback = plan.search.get("replicated_fallback") or ()
+    if fallback:
+        assert isinstance(fallback, tuple | list)
+        warnings.append(
+            "op types without a sharding rule run replicated: " + ", ".join(map(str, fallback))
+        )
+    for mesh in plan.search.get("meshes") or ():
+        if isinstance(mesh, dict | Mapping) and mesh.get("status") == "time limit":
+            warnings.append(
+                f"the ILP for logical mesh {mesh.get('logical_mesh')} hit --ilp-time-limit; "
+                f"kept its best plan (gap {mesh.get('mip_gap')})"
+            )
+    return warnings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

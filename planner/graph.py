@@ -179,6 +179,20 @@ class Graph:
         return recount(replace(self, tensors=tensors))
 
 
+def split_batch(tensors: Mapping[str, Tensor], ways: int) -> dict[str, Tensor]:
+    """Every tensor with its batch dimension divided `ways` ways: the graph at microbatch size
+    (ways = microbatches) or one device's share of a batch split (ways = devices)."""
+    split: dict[str, Tensor] = {}
+    for name, tensor in tensors.items():
+        if tensor.batch_dim is None or ways == 1:
+            split[name] = tensor
+            continue
+        shape = list(tensor.shape)
+        shape[tensor.batch_dim] //= ways
+        split[name] = replace(tensor, shape=tuple(shape))
+    return split
+
+
 def op_traffic_bytes(op: Op, tensors: Mapping[str, Tensor]) -> tuple[int, int]:
     """(bytes read, bytes written) of one op in memory, from the sizes of its tensors.
 

@@ -45,8 +45,8 @@ class IlpProblem:
 class IlpSolution:
     values: np.ndarray  # float64 [columns]
     objective: float
-    status: str  # "optimal" or "time limit"
-    mip_gap: float  # relative gap between the incumbent and the best bound (0 when optimal)
+    status: str  # "optimal" (within the requested gap) or "time limit"
+    mip_gap: float  # relative gap between the incumbent and the best bound
 
 
 class IlpInfeasible(Exception):
@@ -68,8 +68,9 @@ def _new_highs() -> Any:
     return core() if core is not None else highspy.Highs()  # type: ignore[no-untyped-call]
 
 
-def solve_ilp(problem: IlpProblem, time_limit_s: float) -> IlpSolution:
-    """Solve to optimality or until `time_limit_s`, keeping the best incumbent on timeout.
+def solve_ilp(problem: IlpProblem, time_limit_s: float, relative_gap: float = 0.0) -> IlpSolution:
+    """Solve to within `relative_gap` of optimal, or until `time_limit_s`, keeping the best
+    incumbent on timeout.
 
     One thread and a fixed seed: the same problem gives the same answer on every run.
     """
@@ -78,7 +79,7 @@ def solve_ilp(problem: IlpProblem, time_limit_s: float) -> IlpSolution:
     highs.setOptionValue("threads", 1)
     highs.setOptionValue("random_seed", 0)
     highs.setOptionValue("time_limit", float(time_limit_s))
-    highs.setOptionValue("mip_rel_gap", 1e-9)
+    highs.setOptionValue("mip_rel_gap", float(relative_gap))
 
     lp = highspy.HighsLp()
     lp.num_col_ = problem.num_columns
@@ -106,7 +107,7 @@ def solve_ilp(problem: IlpProblem, time_limit_s: float) -> IlpSolution:
     info = highs.getInfo()
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
     if status == highspy.HighsModelStatus.kOptimal:
-        name = "optimal"
+        name = "optimal"  # within `relative_gap`, which `mip_gap` reports
     elif status == highspy.HighsModelStatus.kTimeLimit and has_solution:
         name = "time limit"
     elif status == highspy.HighsModelStatus.kTimeLimit:
@@ -115,8 +116,9 @@ def solve_ilp(problem: IlpProblem, time_limit_s: float) -> IlpSolution:
         raise IlpInfeasible(highs.modelStatusToString(status))
     values = np.array(highs.getSolution().col_value, dtype=np.float64)
     gap = float(info.mip_gap) if problem.integer.any() else 0.0
-    if not np.isfinite(gap) or name == "optimal":
+    if not np.isfinite(gap):
         gap = 0.0 if name == "optimal" else float("inf")
+    gap = max(gap, 0.0)
     return IlpSolution(
         values=values,
         objective=float(info.objective_function_value),

@@ -15,6 +15,7 @@ state + `in_flight` microbatches of kept activations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
 from planner.intra_op_ilp import Edge, Node, StrategyProblem, StrategySolution, solve
 from planner.notation import notation_of
 from planner.reshard import ReshardRules, reshard_s
+from planner.saved_tensors import saved_for_backward
 from planner.sharding import ShardingSpec
 from planner.strategies import CostContext, Strategy, StrategyOptions, op_strategies
 
@@ -37,6 +39,7 @@ class IntraOpSettings:
     in_flight: int  # microbatches whose activations are held at once
     memory_budget_bytes: float
     time_limit_s: float = 60.0
+    relative_gap: float = 1e-4
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     reshard_rules: ReshardRules = field(default_factory=ReshardRules)
 
@@ -112,8 +115,11 @@ def enumerate_strategies(
         options=settings.strategy_options,
     )
     owned = owned_parameters(ops, tensors)
+    saved = saved_for_backward(ops, tensors) if settings.training else frozenset()
     return {
-        op.name: op_strategies(op, notation_of(op, tensors), tensors, context, owned[op.name])
+        op.name: op_strategies(
+            op, notation_of(op, tensors), tensors, context, owned[op.name], saved
+        )
         for op in ops
     }
 
@@ -186,10 +192,12 @@ def solve_stage(
     mesh: LogicalMesh,
     gpu: Gpu,
     settings: IntraOpSettings,
+    cutoff_s: float = math.inf,
 ) -> StageSharding:
     """The cheapest sharding of `ops` (tensors at microbatch size) on `mesh`.
 
-    Raises `intra_op_ilp.MemoryInfeasible` when no sharding fits the memory budget.
+    Raises `intra_op_ilp.MemoryInfeasible` when no sharding fits the memory budget, and
+    `intra_op_ilp.CutoffExceeded` when none costs at most `cutoff_s` per iteration.
     """
     strategies = enumerate_strategies(ops, tensors, mesh, gpu, settings)
     groups, where = _group_ops(ops, tensors, strategies)
@@ -273,7 +281,7 @@ def solve_stage(
         edges=tuple(edges),
         memory_budget=settings.memory_budget_bytes,
     )
-    solution = solve(problem, settings.time_limit_s)
+    solution = solve(problem, settings.time_limit_s, settings.relative_gap, cutoff_s)
     return _read_back(ops, tensors, mesh, settings, strategies, groups, where, solution, reshard)
 
 

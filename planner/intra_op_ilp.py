@@ -18,6 +18,7 @@ resharding cost between classes.
                 sum_b e_uv[a, b] = sum_(i in class a) s_u[i]        for every edge, a     (2)
                 sum_a e_uv[a, b] = sum_(j in class b) s_v[j]        for every edge, b     (3)
                 sum_v sum_i m_v[i] s_v[i] <= memory budget                                 (4)
+                objective <= cutoff (when given: a plan found elsewhere is this good)       (5)
 
 (2) and (3) linearise the product s_u s_v (Alpa's e_uv = s_u s_v^T): with one-hot s, the only
 e satisfying both is the indicator of the chosen pair of classes, so e needs no integrality.
@@ -30,6 +31,7 @@ Which function builds what:
     `_one_hot_rows`         constraint family (1)
     `_edge_marginal_rows`   constraint families (2) and (3)
     `_memory_row`           constraint (4)
+    `_cutoff_row`           constraint (5)
     `build_ilp`             all of the above as one `IlpProblem`; `solve` hands it to HiGHS
 
 Before building, `simplify` folds edges that touch a node with a single strategy into the other
@@ -82,6 +84,10 @@ class StrategySolution:
     mip_gap: float
     num_variables: int
     num_constraints: int
+
+
+class CutoffExceeded(Exception):
+    """No choice of strategies is cheaper than the cutoff."""
 
 
 class MemoryInfeasible(Exception):
@@ -282,7 +288,16 @@ def _memory_row(builder: _Builder, problem: StrategyProblem, layout: _Layout) ->
     builder.row(entries, -math.inf, problem.memory_budget * scale)
 
 
-def build_ilp(problem: StrategyProblem, simplified: _Simplified) -> IlpProblem:
+def _cutoff_row(builder: _Builder, cutoff_s: float, constant_s: float) -> None:
+    if not math.isfinite(cutoff_s):
+        return
+    entries = [(column, cost) for column, cost in enumerate(builder.costs) if cost]
+    builder.row(entries, -math.inf, (cutoff_s - constant_s) * _COST_SCALE)
+
+
+def build_ilp(
+    problem: StrategyProblem, simplified: _Simplified, cutoff_s: float = math.inf
+) -> IlpProblem:
     builder = _Builder()
     node_start = _node_columns(builder, simplified.costs)
     edge_start = _edge_columns(builder, simplified.edges)
@@ -290,22 +305,31 @@ def build_ilp(problem: StrategyProblem, simplified: _Simplified) -> IlpProblem:
     _one_hot_rows(builder, problem, layout)
     _edge_marginal_rows(builder, simplified.edges, layout)
     _memory_row(builder, problem, layout)
+    _cutoff_row(builder, cutoff_s, simplified.constant_s)
     return builder.problem()
 
 
-def solve(problem: StrategyProblem, time_limit_s: float) -> StrategySolution:
+def solve(
+    problem: StrategyProblem,
+    time_limit_s: float,
+    relative_gap: float = 0.0,
+    cutoff_s: float = math.inf,
+) -> StrategySolution:
     """The cheapest choice of strategies within the memory budget.
 
-    Raises `MemoryInfeasible` (with the least memory reachable) when nothing fits.
+    Raises `MemoryInfeasible` (with the least memory reachable) when nothing fits, and
+    `CutoffExceeded` when nothing that fits costs at most `cutoff_s`.
     """
     least = minimum_memory(problem)
     if least > problem.memory_budget:
         raise MemoryInfeasible(problem.memory_budget, least)
     simplified = simplify(problem)
-    ilp = build_ilp(problem, simplified)
+    ilp = build_ilp(problem, simplified, cutoff_s)
     try:
-        solution = solve_ilp(ilp, time_limit_s)
+        solution = solve_ilp(ilp, time_limit_s, relative_gap)
     except IlpInfeasible:
+        if math.isfinite(cutoff_s):
+            raise CutoffExceeded from None
         # Memory alone is satisfiable (checked above): forbidden resharding pairs rule it out.
         raise MemoryInfeasible(problem.memory_budget, least) from None
     choices = []

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from planner.reshard import ReshardRules
+from planner.strategies import StrategyOptions
 
 MODES = ("train", "infer")
 SCHEDULES = ("1f1b", "gpipe")
 DTYPES = ("float16", "bfloat16", "float32")
+OPTIMIZERS = ("adam", "sgd")
+ZERO_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,26 @@ class PlanOptions:
     # Share of GPU memory the plan may fill; the rest is left to the framework, the CUDA
     # context and fragmentation (Alpa's default memory budget is likewise below 100 %).
     memory_fraction: float = 0.9
+    ilp_time_limit_s: float = 60.0
+    # Relative optimality gap at which the ILP stops (HiGHS's default, 1e-4): proving the last
+    # hundredth of a percent costs more solver time than it gains.
+    ilp_relative_gap: float = 1e-4
+    strategy: StrategyOptions = field(default_factory=StrategyOptions)
+    reshard: ReshardRules = field(default_factory=ReshardRules)
 
     @property
     def training(self) -> bool:
         return self.mode == "train"
+
+    def record(self) -> dict[str, object]:
+        """The options as the plan records them (everything that can change a plan)."""
+        return {
+            "memory_fraction": self.memory_fraction,
+            "ilp_time_limit_s": self.ilp_time_limit_s,
+            "ilp_relative_gap": self.ilp_relative_gap,
+            "zero": self.strategy.zero,
+            "force_data_parallel": self.strategy.force_data_parallel,
+            "force_batch_dim_to_mesh_dim": self.strategy.force_batch_dim_to_mesh_dim,
+            "allow_all_to_all": self.reshard.allow_all_to_all,
+            "allow_all_gather": self.reshard.allow_all_gather,
+        }

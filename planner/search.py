@@ -1,24 +1,42 @@
 """The planner's entry point: `plan(graph, cluster, options) -> Plan`.
 
 Pure: reads no file, prints nothing. The CLI loads the inputs and writes the result.
+
+Today the search is Alpa's ShardParallel: the whole model as one stage on the whole cluster,
+viewed as every logical mesh shape (n0, n1) with n0 x n1 = devices, each solved by the intra-op
+ILP; the cheapest shape wins.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
 from cost_models.cluster import Cluster
+from cost_models.mesh import logical_mesh
 from planner import __version__
-from planner.data_parallel import check_memory, data_parallel_stage
-from planner.graph import Graph
+from planner.graph import Graph, Tensor, TensorKind, split_batch
+from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
+from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
+from planner.liveness import live_activation_peak_bytes
+from planner.notation import notation_of
 from planner.options import PlanOptions
+from plans.errors import InfeasibleError
 from plans.plan import (
     ClusterInfo,
     Estimate,
     GpuInfo,
+    JsonValue,
+    Layer,
     ModelInfo,
     Plan,
     PlannerInfo,
     Settings,
     Stage,
+    StageMemory,
+    StageTime,
+    Transfer,
     frozen_map,
 )
 
@@ -28,15 +46,199 @@ from plans.plan import (
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3.0
 
 
+def logical_shapes(devices: int) -> tuple[tuple[int, int], ...]:
+    """Every 2-D shape of `devices` devices, (1, n) first."""
+    return tuple((n0, devices // n0) for n0 in range(1, devices + 1) if devices % n0 == 0)
+
+
+def mesh_search_order(cluster: Cluster) -> tuple[tuple[int, int], ...]:
+    """The physical shape (hosts, GPUs per host) first, usually the best: its cost becomes the
+    cutoff that prunes the other shapes quickly. Then the rest, (1, n) first."""
+    physical = (cluster.hosts, cluster.gpus_per_host)
+    return (physical, *(s for s in logical_shapes(cluster.num_devices) if s != physical))
+
+
+@dataclass(frozen=True)
+class MeshAttempt:
+    """One logical mesh the search tried, for the plan's `search` section."""
+
+    shape: tuple[int, int]
+    sharding: StageSharding | None  # None when nothing fits or nothing beats the best
+    minimum_memory_bytes: float = 0.0
+    pruned: bool = False  # cannot beat a mesh solved before it
+
+    def record(self, chosen: bool) -> dict[str, JsonValue]:
+        if self.pruned:
+            return {"logical_mesh": self.shape, "status": "pruned: cannot beat the best mesh"}
+        if self.sharding is None:
+            return {
+                "logical_mesh": self.shape,
+                "status": "infeasible",
+                "minimum_memory_bytes": int(self.minimum_memory_bytes),
+            }
+        solution = self.sharding.solution
+        return {
+            "logical_mesh": self.shape,
+            "status": solution.status,
+            "objective_s": solution.objective_s,
+            "mip_gap": solution.mip_gap,
+            "variables": solution.num_variables,
+            "constraints": solution.num_constraints,
+            "chosen": chosen,
+        }
+
+
+def intra_op_settings(
+    options: PlanOptions, cluster: Cluster, in_flight: int = 1
+) -> IntraOpSettings:
+    return IntraOpSettings(
+        dtype=options.dtype,
+        optimizer=options.optimizer,
+        training=options.training,
+        microbatches=options.microbatches,
+        in_flight=in_flight,
+        memory_budget_bytes=cluster.gpu.memory_bytes * options.memory_fraction,
+        time_limit_s=options.ilp_time_limit_s,
+        relative_gap=options.ilp_relative_gap,
+        strategy_options=options.strategy,
+        reshard_rules=options.reshard,
+    )
+
+
 def plan(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
-    """The best plan the planner knows for `graph` on `cluster` (today: data parallel)."""
-    stage = data_parallel_stage(graph, cluster, options)
-    check_memory(stage, cluster, options)
-    return assemble_plan(graph, cluster, options, (stage,))
+    """The best one-stage plan of `graph` on `cluster` (Alpa's ShardParallel)."""
+    if graph.batch_size % options.microbatches:
+        raise InfeasibleError(
+            f"the batch of {graph.batch_size} does not split into {options.microbatches} "
+            "equal microbatches"
+        )
+    typed = graph.cast_floats(options.dtype)
+    tensors = split_batch(typed.tensors, options.microbatches)
+    settings = intra_op_settings(options, cluster)
+    attempts: list[MeshAttempt] = []
+    best_s = math.inf
+    for shape in mesh_search_order(cluster):
+        mesh = logical_mesh(cluster, (cluster.hosts, cluster.gpus_per_host), shape)
+        try:
+            sharding = solve_stage(typed.ops, tensors, mesh, cluster.gpu, settings, best_s)
+        except MemoryInfeasible as error:
+            attempts.append(MeshAttempt(shape, None, error.minimum))
+            continue
+        except CutoffExceeded:
+            attempts.append(MeshAttempt(shape, None, pruned=True))
+            continue
+        if not options.training:
+            sharding = _with_inference_activations(sharding, typed, tensors)
+        attempts.append(MeshAttempt(shape, sharding))
+        if sharding.peak_bytes <= settings.memory_budget_bytes:
+            best_s = min(best_s, _iteration_s(sharding, options.microbatches))
+    feasible = [
+        a for a in attempts
+        if a.sharding is not None and a.sharding.peak_bytes <= settings.memory_budget_bytes
+    ]  # fmt: skip
+    if not feasible:
+        least = min(
+            (a.minimum_memory_bytes if a.sharding is None else a.sharding.peak_bytes)
+            for a in attempts
+            if not a.pruned
+        )
+        raise InfeasibleError(
+            f"no sharding of the model fits: the smallest memory per GPU any logical mesh "
+            f"reaches is {_gib(least)}, the budget is {_gib(settings.memory_budget_bytes)} "
+            f"({options.memory_fraction:.0%} of {_gib(cluster.gpu.memory_bytes)}); "
+            "add GPUs or microbatches"
+        )
+    best = min(feasible, key=lambda a: _iteration_s(a.sharding, options.microbatches))  # type: ignore[arg-type]
+    assert best.sharding is not None
+    stage = stage_from_sharding(
+        0, typed, best.sharding, cluster, tuple(op.name for op in typed.ops)
+    )
+    search: dict[str, JsonValue] = {
+        "algorithm": "intra-op (ShardParallel)",
+        "meshes": tuple(a.record(a is best) for a in attempts),
+        "replicated_fallback": fallback_op_types(typed),
+    }
+    return assemble_plan(graph, cluster, options, (stage,), search)
+
+
+def fallback_op_types(graph: Graph) -> tuple[str, ...]:
+    """Op types with no sharding rule: they run replicated (and the plan says so)."""
+    return tuple(
+        sorted({op.op_type for op in graph.ops if not notation_of(op, graph.tensors).known})
+    )
+
+
+def _iteration_s(sharding: StageSharding, microbatches: int) -> float:
+    return microbatches * sharding.microbatch_s + sharding.iteration_s
+
+
+def _with_inference_activations(
+    sharding: StageSharding, graph: Graph, tensors: Mapping[str, Tensor]
+) -> StageSharding:
+    """Inference holds no activations for a backward pass: its memory is the peak of the
+    activations alive at once, with the chosen shardings."""
+    local: dict[str, Tensor] = {}
+    mesh_shape = sharding.mesh.shape
+    for name, tensor in tensors.items():
+        spec = sharding.specs.get(name)
+        local[name] = (
+            replace(tensor, shape=spec.local_shape(tensor.shape, mesh_shape)) if spec else tensor
+        )
+    peak = live_activation_peak_bytes(graph.ops, local, keep=graph.outputs)
+    return replace(sharding, activation_bytes=peak)
+
+
+def stage_from_sharding(
+    index: int,
+    graph: Graph,
+    sharding: StageSharding,
+    cluster: Cluster,
+    op_names: tuple[str, ...],
+    layers: tuple[str, ...] = (),
+    devices: tuple[tuple[int, int], ...] | None = None,
+) -> Stage:
+    shardings = {
+        name: str(spec)
+        for name, spec in sharding.specs.items()
+        if graph.tensors[name].kind is not TensorKind.CONSTANT
+    }
+    return Stage(
+        index=index,
+        layers=layers,
+        ops=op_names,
+        devices=devices
+        if devices is not None
+        else tuple(
+            (host, gpu) for host in range(cluster.hosts) for gpu in range(cluster.gpus_per_host)
+        ),
+        logical_mesh=sharding.mesh.shape,
+        strategies=frozen_map({name: s.name for name, s in sharding.strategies.items()}),  # type: ignore[arg-type]
+        shardings=frozen_map(shardings),  # type: ignore[arg-type]
+        time=StageTime(
+            forward_s=sharding.forward_s,
+            backward_s=sharding.backward_s,
+            communication_s=sharding.communication_s,
+            gradient_sync_s=sharding.iteration_s,
+            total_s=sharding.microbatch_s,
+        ),
+        memory=StageMemory(
+            parameters_bytes=sharding.parameter_bytes,
+            gradients_bytes=sharding.gradient_bytes,
+            optimizer_bytes=sharding.optimizer_bytes,
+            activations_bytes=sharding.activation_bytes,
+            peak_bytes=sharding.peak_bytes,
+        ),
+    )
 
 
 def assemble_plan(
-    graph: Graph, cluster: Cluster, options: PlanOptions, stages: tuple[Stage, ...]
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    stages: tuple[Stage, ...],
+    search: Mapping[str, JsonValue],
+    layers: tuple[Layer, ...] = (),
+    transfers: tuple[Transfer, ...] = (),
 ) -> Plan:
     """A `Plan` around `stages`, with the iteration estimate.
 
@@ -53,15 +255,7 @@ def assemble_plan(
         TRAINING_FLOPS_PER_FORWARD_FLOP if options.training else 1.0
     )
     return Plan(
-        planner=PlannerInfo(
-            version=__version__,
-            options=frozen_map(
-                {
-                    "memory_fraction": options.memory_fraction,
-                    "optimizer": options.optimizer,
-                }
-            ),  # type: ignore[arg-type]
-        ),
+        planner=PlannerInfo(version=__version__, options=frozen_map(options.record())),  # type: ignore[arg-type]
         model=ModelInfo(
             name=graph.name,
             fingerprint=graph.fingerprint,
@@ -87,12 +281,18 @@ def assemble_plan(
             dtype=options.dtype,
             optimizer=options.optimizer,
         ),
+        layers=layers,
         stages=stages,
-        transfers=(),
+        transfers=transfers,
         estimate=Estimate(
             iteration_time_s=iteration_s,
             samples_per_s=graph.batch_size / iteration_s,
             tflops_per_gpu=flops_per_iteration / iteration_s / cluster.num_devices / 1e12,
             peak_memory_bytes=max(stage.memory.peak_bytes for stage in stages),
         ),
+        search=frozen_map(search),  # type: ignore[arg-type]
     )
+
+
+def _gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB"

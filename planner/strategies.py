@@ -15,7 +15,7 @@ rule for every op. Costs per device follow from the label classes:
 - backward, gradient of a parameter W: the same rule gives the axes over which dW is summed;
   that all-reduce runs once per iteration, gradients accumulating locally in between;
 - memory: parameters, gradients and optimizer state of the local piece of each parameter
-  (`cost_models.memory`), plus the op's outputs kept for backward.
+  (`cost_models.memory`), plus the op's outputs kept for backward (`planner/saved_tensors.py`).
 
 ZeRO variants (training, ops that own parameters replicated over some mesh axes R):
 
@@ -46,7 +46,7 @@ from cost_models.compute import (
 )
 from cost_models.memory import parameter_state
 from cost_models.mesh import LogicalMesh, MeshAxis
-from planner.graph import VIEW_OPS, Op, Tensor, TensorKind, op_traffic_bytes
+from planner.graph import Op, Tensor, TensorKind, op_traffic_bytes
 from planner.notation import Notation
 from planner.op_flops import op_flops
 from planner.sharding import ShardingSpec
@@ -191,6 +191,7 @@ def op_strategies(
     tensors: Mapping[str, Tensor],
     context: CostContext,
     owned_parameters: frozenset[str],
+    saved: frozenset[str] = frozenset(),
 ) -> tuple[Strategy, ...]:
     """The op's strategies, deduplicated, in a deterministic order (replicated first)."""
     mesh = context.mesh
@@ -210,7 +211,7 @@ def op_strategies(
     seen: set[tuple[object, ...]] = set()
     for assignment in assignments:
         priced = _priced(
-            op, notation, tensors, frozen_extents, context, owned_parameters, assignment
+            op, notation, tensors, frozen_extents, context, owned_parameters, saved, assignment
         )
         for strategy in priced:
             key = (strategy.input_specs, strategy.output_specs, strategy.name.split(" ")[-1])
@@ -227,6 +228,7 @@ def _priced(
     frozen_extents: Mapping[str, tuple[int, ...]],
     context: CostContext,
     owned_parameters: frozenset[str],
+    saved: frozenset[str],
     assignment: Mapping[str, tuple[int, ...]],
 ) -> list[Strategy]:
     mesh = context.mesh
@@ -289,12 +291,15 @@ def _priced(
         elif context.training and tensor.kind is TensorKind.ACTIVATION and tensor.is_float:
             communication_s += all_reduce_over_s(local[name].size_bytes, _axes(mesh, summed))
     activation_bytes = 0
-    if context.training and op.op_type not in VIEW_OPS:
-        activation_bytes = sum(
-            local[name].size_bytes
-            for name in op.outputs
-            if name and tensors[name].kind is TensorKind.ACTIVATION
-        )
+    if context.training:
+        # Kept for backward (`planner/saved_tensors.py`): the op's saved outputs, and the saved
+        # data inputs it reads, at their local size.
+        kept = [
+            name
+            for name in (*op.outputs, *op.inputs)
+            if name in saved and (name in op.outputs or tensors[name].kind is TensorKind.INPUT)
+        ]
+        activation_bytes = sum(local[name].size_bytes for name in dict.fromkeys(kept))
     elements = sum(piece.elements for piece in parameters)
     plain = Strategy(
         name=_name(input_specs, output_specs),

@@ -20,6 +20,7 @@ from plans.plan import (
     ClusterInfo,
     Estimate,
     GpuInfo,
+    Layer,
     ModelInfo,
     Plan,
     PlannerInfo,
@@ -81,6 +82,15 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "dtype": plan.settings.dtype,
                 "optimizer": plan.settings.optimizer,
             },
+            "layers": [
+                {
+                    "name": layer.name,
+                    "ops": layer.ops,
+                    "flops": layer.flops,
+                    "parameter_bytes": layer.parameter_bytes,
+                }
+                for layer in plan.layers
+            ],
             "stages": [_stage_to_dict(stage) for stage in plan.stages],
             "transfers": [
                 {
@@ -257,6 +267,7 @@ def plan_from_json(text: str, source: str) -> Plan:
     gpu = read.obj(cluster, "cluster", "gpu")
     settings = read.obj(data, "", "settings")
     estimate = read.obj(data, "", "estimate")
+    layers = read.array(data, "", "layers")
     stages = read.array(data, "", "stages")
     transfers = read.array(data, "", "transfers")
     return Plan(
@@ -292,6 +303,7 @@ def plan_from_json(text: str, source: str) -> Plan:
             dtype=read.text(settings, "settings", "dtype"),
             optimizer=read.text(settings, "settings", "optimizer"),
         ),
+        layers=tuple(_read_layer(read, layer, f"layers[{i}]") for i, layer in enumerate(layers)),
         stages=tuple(_read_stage(read, stage, f"stages[{i}]") for i, stage in enumerate(stages)),
         transfers=tuple(
             _read_transfer(read, transfer, f"transfers[{i}]")
@@ -304,6 +316,17 @@ def plan_from_json(text: str, source: str) -> Plan:
             peak_memory_bytes=read.integer(estimate, "estimate", "peak_memory_bytes"),
         ),
         search=frozen_map(data.get("search", {})),  # type: ignore[arg-type]
+    )
+
+
+def _read_layer(read: _Reader, layer: Any, path: str) -> Layer:
+    if not isinstance(layer, dict):
+        raise read.fail(path, "an object", layer)
+    return Layer(
+        name=read.text(layer, path, "name"),
+        ops=tuple(_strings(read, layer, path, "ops")),
+        flops=read.number(layer, path, "flops"),
+        parameter_bytes=read.integer(layer, path, "parameter_bytes"),
     )
 
 

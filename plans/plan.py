@@ -95,6 +95,16 @@ class StageMemory:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A run of consecutive ops that the inter-op pass keeps together."""
+
+    name: str
+    ops: tuple[str, ...]
+    flops: float  # forward FLOPs of one global batch
+    parameter_bytes: int  # in the training dtype
+
+
+@dataclass(frozen=True)
 class Stage:
     index: int
     layers: tuple[str, ...]
@@ -134,6 +144,7 @@ class Plan:
     model: ModelInfo
     cluster: ClusterInfo
     settings: Settings
+    layers: tuple[Layer, ...]
     stages: tuple[Stage, ...]
     transfers: tuple[Transfer, ...]
     estimate: Estimate

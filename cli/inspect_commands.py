@@ -1,10 +1,192 @@
-"""`show`, `diff` and `check`: reading plans (issue 3). Registered on the main group."""
+"""`show`, `diff` and `check`: reading plans (issue 3). Registered on the main group.
+
+Each command prints what was asked for on stdout and returns an exit code from
+`cli/exit_codes.py`: `diff` exits 1 when a regression gate is exceeded, `check` when it finds a
+problem.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
+
+from cli import exit_codes
+from cli.diff_view import render_diff
+from cli.render import output_console
+from cli.show_view import render_plan
+from cost_models.cluster_yaml import load_cluster
+from planner.graph import split_batch
+from planner.onnx_import import load_onnx
+from plans.check import ClusterFacts, ModelFacts, check_plan
+from plans.diff import Gates, diff_plans, diff_to_dict, gate_failures
+from plans.errors import InputError
+from plans.io import parse_json, plan_from_document, read_plan, read_text
+from plans.plan import Plan
+from plans.schema import check_version
+from plans.summary import op_rows, plan_summary, tensor_rows
+
+_PLAN = click.Path(dir_okay=False)
+_NO_COLOR = click.option(
+    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
+)
+
+
+class _Percentage(click.ParamType):
+    """'5%' as 0.05."""
+
+    name = "percentage"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            if not text.endswith("%"):
+                raise ValueError(text)
+            return float(text[:-1]) / 100
+        except ValueError:
+            self.fail(f"expected a percentage such as '5%', found {value!r}", param, ctx)
+
+
+def _json_line(value: object) -> None:
+    click.echo(json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False))
+
+
+@click.command("show", epilog=exit_codes.EPILOG)
+@click.argument("plan", type=_PLAN)
+@click.option(
+    "--ops",
+    "ops_pattern",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[GLOB]",
+    help="List per-op strategies and tensor specs whose name (or LAYER/NAME) matches GLOB, "
+    "such as 'h.3/*' (every op when GLOB is left out).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a compact machine summary.")
+@_NO_COLOR
+def show_command(plan: str, ops_pattern: str | None, as_json: bool, no_color: bool) -> int:
+    """Show PLAN: settings and estimate, stages, transfers and the pipeline timeline."""
+    loaded = read_plan(plan)
+    if as_json:
+        _json_line(_show_json(loaded, ops_pattern))
+    else:
+        render_plan(output_console(no_color), loaded, ops_pattern)
+    return exit_codes.OK
+
+
+def _show_json(plan: Plan, ops_pattern: str | None) -> dict[str, Any]:
+    summary = plan_summary(plan)
+    if ops_pattern is not None:
+        summary["ops"] = [
+            {"stage": r.stage, "layer": r.layer, "op": r.op, "strategy": r.strategy}
+            for r in op_rows(plan, ops_pattern)
+        ]
+        summary["tensors"] = [
+            {"stage": r.stage, "tensor": r.tensor, "spec": r.spec}
+            for r in tensor_rows(plan, ops_pattern)
+        ]
+    return summary
+
+
+@click.command("diff", epilog=exit_codes.EPILOG)
+@click.argument("old", type=_PLAN)
+@click.argument("new", type=_PLAN)
+@click.option(
+    "--max-slowdown",
+    type=_Percentage(),
+    metavar="PCT",
+    help="Exit 1 when the iteration time grows by more than PCT, such as '5%'.",
+)
+@click.option(
+    "--max-memory-growth",
+    type=_Percentage(),
+    metavar="PCT",
+    help="Exit 1 when the peak memory per GPU grows by more than PCT, such as '10%'.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@_NO_COLOR
+def diff_command(
+    old: str,
+    new: str,
+    max_slowdown: float | None,
+    max_memory_growth: float | None,
+    as_json: bool,
+    no_color: bool,
+) -> int:
+    """What changed from plan OLD to plan NEW: settings, stages, strategies, estimate.
+
+    Exit 0 when identical or within the gates, 1 when a gate is exceeded.
+    """
+    difference = diff_plans(read_plan(old), read_plan(new))
+    failures = gate_failures(difference, Gates(max_slowdown, max_memory_growth))
+    if as_json:
+        _json_line(diff_to_dict(difference, failures))
+    else:
+        render_diff(output_console(no_color), difference, old, new, failures)
+    return exit_codes.CHECK_FAILED if failures else exit_codes.OK
+
+
+@click.command("check", epilog=exit_codes.EPILOG)
+@click.argument("plan", type=_PLAN)
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    help="The ONNX model: check that every op is in exactly one stage, the specs and the "
+    "fingerprint.",
+)
+@click.option(
+    "--cluster",
+    type=click.Path(dir_okay=False),
+    help="The cluster YAML: check devices and memory against it (default: the plan's record).",
+)
+def check_command(plan: str, model: str | None, cluster: str | None) -> int:
+    """Validate PLAN: schema, op placement, devices, meshes, specs, memory, fingerprint.
+
+    One line per problem on stdout; exit 1 if there is any.
+    """
+    document = parse_json(read_text(plan), plan)
+    check_version(document, plan)
+    try:
+        loaded = plan_from_document(document, plan)
+    except InputError as error:
+        return _report(plan, [f"{error.field}: expected {error.expected}, found {error.found}"])
+    problems = check_plan(
+        loaded,
+        _model_facts(model, loaded) if model else None,
+        _cluster_facts(cluster, loaded) if cluster else None,
+    )
+    return _report(plan, [str(problem) for problem in problems])
+
+
+def _report(plan: str, problems: list[str]) -> int:
+    for problem in problems:
+        click.echo(f"{plan}: {problem}")
+    if problems:
+        return exit_codes.CHECK_FAILED
+    click.echo(f"{plan}: ok")
+    return exit_codes.OK
+
+
+def _model_facts(path: str, plan: Plan) -> ModelFacts:
+    graph = load_onnx(path, batch_size=plan.settings.batch_size)
+    shapes = split_batch(graph.tensors, plan.settings.microbatches)
+    return ModelFacts(
+        fingerprint=graph.fingerprint,
+        op_names=tuple(op.name for op in graph.ops),
+        tensor_shapes={name: tensor.shape for name, tensor in shapes.items()},
+    )
+
+
+def _cluster_facts(path: str, plan: Plan) -> ClusterFacts:
+    cluster = load_cluster(path, hosts=plan.cluster.hosts)
+    return ClusterFacts(cluster.hosts, cluster.gpus_per_host, cluster.gpu.memory_bytes)
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to `group`."""
-    del group
+    for command in (show_command, diff_command, check_command):
+        group.add_command(command)

@@ -1,8 +1,13 @@
-"""Terminal rendering with rich: every message goes to stderr."""
+"""Terminal rendering with rich: consoles, and the summary `plan` prints on stderr."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cost_models.units import format_bytes, format_seconds
@@ -12,6 +17,43 @@ from plans.plan import Plan
 def error_console() -> Console:
     """A console on stderr (made per call, so it follows the current sys.stderr)."""
     return Console(stderr=True, highlight=False)
+
+
+PIPED_WIDTH = 120  # columns when stdout is a file or a pipe (CI logs do not wrap)
+
+
+def output_console(no_color: bool = False) -> Console:
+    """A console on stdout for what the user asked to see. Plain text, PIPED_WIDTH wide, when
+    stdout is not a terminal; no colour or other styling with `no_color` or NO_COLOR set."""
+    plain = no_color or bool(os.environ.get("NO_COLOR"))
+    console = Console(highlight=False, color_system=None if plain else "auto")
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH
+    return console
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr (shown only on a terminal), as a `progress(what, done, total)`
+    callback for the planner."""
+    console = error_console()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update
 
 
 def print_plan_summary(plan: Plan, written_to: str | None, seconds: float) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 from plans.errors import InputError
 from plans.plan import (
-    SCHEMA,
     ClusterInfo,
     Estimate,
     GpuInfo,
@@ -31,6 +30,7 @@ from plans.plan import (
     Transfer,
     frozen_map,
 )
+from plans.schema import check_version, validate
 
 FLOAT_DIGITS = 6
 
@@ -41,19 +41,19 @@ def _round(value: float) -> float:
     return float(f"{value:.{FLOAT_DIGITS}g}")
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """Mappings, tuples and floats as JSON-ready dicts, lists and rounded floats."""
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): json_ready(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
+        return [json_ready(item) for item in value]
     if isinstance(value, float):
         return _round(value)
     return value
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    result: dict[str, Any] = _plain(
+    result: dict[str, Any] = json_ready(
         {
             "schema": plan.schema,
             "planner": {"version": plan.planner.version, "options": plan.planner.options},
@@ -184,10 +184,18 @@ def write_text_atomically(text: str, path: str | Path) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, _new_file_mode())  # mkstemp makes it 0600; give it the usual mode
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_plan(plan: Plan, path: str | Path) -> None:
@@ -197,219 +205,86 @@ def write_plan(plan: Plan, path: str | Path) -> None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Walks a JSON document, reporting the first problem by its JSON path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, expected: str, found: object) -> InputError:
-        shown = json.dumps(found) if not isinstance(found, str) else repr(found)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return InputError(self.source, path, expected, shown)
-
-    def get(self, data: Mapping[str, Any], path: str, key: str) -> Any:
-        if key not in data:
-            raise InputError(self.source, _join(path, key), "a value", "nothing")
-        return data[key]
-
-    def _value(self, data: Mapping[str, Any], path: str, key: str, ok: bool, what: str) -> Any:
-        value = data[key]
-        if not ok:
-            raise self.fail(_join(path, key), what, value)
-        return value
-
-    def number(self, data: Mapping[str, Any], path: str, key: str) -> float:
-        value = self.get(data, path, key)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(self._value(data, path, key, ok, "a number"))
-
-    def integer(self, data: Mapping[str, Any], path: str, key: str) -> int:
-        value = self.get(data, path, key)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return int(self._value(data, path, key, ok, "an integer"))
-
-    def text(self, data: Mapping[str, Any], path: str, key: str) -> str:
-        value = self.get(data, path, key)
-        return str(self._value(data, path, key, isinstance(value, str), "a string"))
-
-    def obj(self, data: Mapping[str, Any], path: str, key: str) -> dict[str, Any]:
-        value = self.get(data, path, key)
-        result: dict[str, Any] = self._value(data, path, key, isinstance(value, dict), "an object")
-        return result
-
-    def array(self, data: Mapping[str, Any], path: str, key: str) -> list[Any]:
-        value = self.get(data, path, key)
-        result: list[Any] = self._value(data, path, key, isinstance(value, list), "a list")
-        return result
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def plan_from_json(text: str, source: str) -> Plan:
     """Parse a plan file; `InputError` names the JSON path of the first problem."""
+    return plan_from_document(parse_json(text, source), source)
+
+
+def parse_json(text: str, source: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise InputError(source, "", "a JSON plan file", f"invalid JSON ({error})") from None
-    read = _Reader(source)
-    if not isinstance(data, dict):
-        raise read.fail("", "a JSON object", data)
-    schema = read.text(data, "", "schema")
-    if schema != SCHEMA:
-        raise InputError(source, "schema", f"'{SCHEMA}' (this alpa-plan reads it)", repr(schema))
-    planner = read.obj(data, "", "planner")
-    model = read.obj(data, "", "model")
-    cluster = read.obj(data, "", "cluster")
-    gpu = read.obj(cluster, "cluster", "gpu")
-    settings = read.obj(data, "", "settings")
-    estimate = read.obj(data, "", "estimate")
-    layers = read.array(data, "", "layers")
-    stages = read.array(data, "", "stages")
-    transfers = read.array(data, "", "transfers")
+
+
+def plan_from_document(document: Any, source: str) -> Plan:
+    """The plan in a parsed JSON document, once it passes the published schema."""
+    check_version(document, source)
+    validate(document, source)
+    planner, model, cluster = document["planner"], document["model"], document["cluster"]
+    settings, estimate = document["settings"], document["estimate"]
     return Plan(
-        schema=schema,
-        planner=PlannerInfo(
-            version=read.text(planner, "planner", "version"),
-            options=frozen_map(read.obj(planner, "planner", "options")),  # type: ignore[arg-type]
-        ),
-        model=ModelInfo(
-            name=read.text(model, "model", "name"),
-            fingerprint=read.text(model, "model", "fingerprint"),
-            parameters=read.integer(model, "model", "parameters"),
-            flops_per_sample=read.number(model, "model", "flops_per_sample"),
-        ),
+        schema=document["schema"],
+        planner=PlannerInfo(version=planner["version"], options=frozen_map(planner["options"])),  # type: ignore[arg-type]
+        model=ModelInfo(**model),
         cluster=ClusterInfo(
-            name=read.text(cluster, "cluster", "name"),
-            hosts=read.integer(cluster, "cluster", "hosts"),
-            gpus_per_host=read.integer(cluster, "cluster", "gpus_per_host"),
+            name=cluster["name"],
+            hosts=cluster["hosts"],
+            gpus_per_host=cluster["gpus_per_host"],
             gpu=GpuInfo(
-                name=read.text(gpu, "cluster.gpu", "name"),
-                memory_bytes=read.integer(gpu, "cluster.gpu", "memory_bytes"),
-                peak_flops=frozen_map(read.obj(gpu, "cluster.gpu", "peak_flops")),  # type: ignore[arg-type]
-                memory_bandwidth_bytes_per_s=read.number(
-                    gpu, "cluster.gpu", "memory_bandwidth_bytes_per_s"
-                ),
+                **{**cluster["gpu"], "peak_flops": frozen_map(cluster["gpu"]["peak_flops"])}
             ),
         ),
-        settings=Settings(
-            mode=read.text(settings, "settings", "mode"),
-            batch_size=read.integer(settings, "settings", "batch_size"),
-            microbatches=read.integer(settings, "settings", "microbatches"),
-            schedule=read.text(settings, "settings", "schedule"),
-            dtype=read.text(settings, "settings", "dtype"),
-            optimizer=read.text(settings, "settings", "optimizer"),
-        ),
-        layers=tuple(_read_layer(read, layer, f"layers[{i}]") for i, layer in enumerate(layers)),
-        stages=tuple(_read_stage(read, stage, f"stages[{i}]") for i, stage in enumerate(stages)),
-        transfers=tuple(
-            _read_transfer(read, transfer, f"transfers[{i}]")
-            for i, transfer in enumerate(transfers)
-        ),
-        estimate=Estimate(
-            iteration_time_s=read.number(estimate, "estimate", "iteration_time_s"),
-            samples_per_s=read.number(estimate, "estimate", "samples_per_s"),
-            tflops_per_gpu=read.number(estimate, "estimate", "tflops_per_gpu"),
-            peak_memory_bytes=read.integer(estimate, "estimate", "peak_memory_bytes"),
-        ),
-        search=frozen_map(data.get("search", {})),  # type: ignore[arg-type]
+        settings=Settings(**settings),
+        layers=tuple(_layer(layer) for layer in document["layers"]),
+        stages=tuple(_stage(stage) for stage in document["stages"]),
+        transfers=tuple(Transfer(**transfer) for transfer in document["transfers"]),
+        estimate=Estimate(**estimate),
+        search=frozen_map(document.get("search", {})),  # type: ignore[arg-type]
     )
 
 
-def _read_layer(read: _Reader, layer: Any, path: str) -> Layer:
-    if not isinstance(layer, dict):
-        raise read.fail(path, "an object", layer)
-    return Layer(
-        name=read.text(layer, path, "name"),
-        ops=tuple(_strings(read, layer, path, "ops")),
-        flops=read.number(layer, path, "flops"),
-        parameter_bytes=read.integer(layer, path, "parameter_bytes"),
-    )
+def _layer(layer: dict[str, Any]) -> Layer:
+    return Layer(**{**layer, "ops": tuple(layer["ops"])})
 
 
-def _read_stage(read: _Reader, stage: Any, path: str) -> Stage:
-    if not isinstance(stage, dict):
-        raise read.fail(path, "an object", stage)
-    devices = read.array(stage, path, "devices")
-    pairs = []
-    for i, device in enumerate(devices):
-        if (
-            not isinstance(device, list)
-            or len(device) != 2
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in device)
-        ):
-            raise read.fail(f"{path}.devices[{i}]", "[host, gpu]", device)
-        pairs.append((device[0], device[1]))
-    mesh = read.array(stage, path, "logical_mesh")
-    if len(mesh) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in mesh):
-        raise read.fail(f"{path}.logical_mesh", "[n0, n1]", mesh)
-    time = read.obj(stage, path, "time_s")
-    memory = read.obj(stage, path, "memory_bytes")
-    time_path, memory_path = f"{path}.time_s", f"{path}.memory_bytes"
+def _stage(stage: dict[str, Any]) -> Stage:
+    time, memory = stage["time_s"], stage["memory_bytes"]
     return Stage(
-        index=read.integer(stage, path, "index"),
-        layers=tuple(_strings(read, stage, path, "layers")),
-        ops=tuple(_strings(read, stage, path, "ops")),
-        devices=tuple(pairs),
-        logical_mesh=(mesh[0], mesh[1]),
-        strategies=frozen_map(_string_map(read, stage, path, "strategies")),  # type: ignore[arg-type]
-        shardings=frozen_map(_string_map(read, stage, path, "shardings")),  # type: ignore[arg-type]
+        index=stage["index"],
+        layers=tuple(stage["layers"]),
+        ops=tuple(stage["ops"]),
+        devices=tuple((host, gpu) for host, gpu in stage["devices"]),
+        logical_mesh=(stage["logical_mesh"][0], stage["logical_mesh"][1]),
+        strategies=frozen_map(stage["strategies"]),  # type: ignore[arg-type]
+        shardings=frozen_map(stage["shardings"]),  # type: ignore[arg-type]
         time=StageTime(
-            forward_s=read.number(time, time_path, "forward"),
-            backward_s=read.number(time, time_path, "backward"),
-            communication_s=read.number(time, time_path, "communication"),
-            gradient_sync_s=read.number(time, time_path, "gradient_sync"),
-            total_s=read.number(time, time_path, "total"),
+            forward_s=time["forward"],
+            backward_s=time["backward"],
+            communication_s=time["communication"],
+            gradient_sync_s=time["gradient_sync"],
+            total_s=time["total"],
         ),
         memory=StageMemory(
-            parameters_bytes=read.integer(memory, memory_path, "parameters"),
-            gradients_bytes=read.integer(memory, memory_path, "gradients"),
-            optimizer_bytes=read.integer(memory, memory_path, "optimizer"),
-            activations_bytes=read.integer(memory, memory_path, "activations"),
-            peak_bytes=read.integer(memory, memory_path, "peak"),
+            parameters_bytes=memory["parameters"],
+            gradients_bytes=memory["gradients"],
+            optimizer_bytes=memory["optimizer"],
+            activations_bytes=memory["activations"],
+            peak_bytes=memory["peak"],
         ),
     )
 
 
-def _read_transfer(read: _Reader, transfer: Any, path: str) -> Transfer:
-    if not isinstance(transfer, dict):
-        raise read.fail(path, "an object", transfer)
-    return Transfer(
-        tensor=read.text(transfer, path, "tensor"),
-        source_stage=read.integer(transfer, path, "source_stage"),
-        destination_stage=read.integer(transfer, path, "destination_stage"),
-        source_spec=read.text(transfer, path, "source_spec"),
-        destination_spec=read.text(transfer, path, "destination_spec"),
-        size_bytes=read.integer(transfer, path, "size_bytes"),
-        time_s=read.number(transfer, path, "time_s"),
-    )
-
-
-def _strings(read: _Reader, data: Mapping[str, Any], path: str, key: str) -> list[str]:
-    values = read.array(data, path, key)
-    for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise read.fail(f"{_join(path, key)}[{i}]", "a string", value)
-    return values
-
-
-def _string_map(read: _Reader, data: Mapping[str, Any], path: str, key: str) -> dict[str, str]:
-    values = read.obj(data, path, key)
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise read.fail(f"{_join(path, key)}.{name}", "a string", value)
-    return values
+def read_text(path: str | Path, what: str = "plan file") -> str:
+    """The UTF-8 text of a file the user named; `InputError` when it cannot be read."""
+    source = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(source, "", f"a {what}", "no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(source, "", f"a readable UTF-8 {what}", str(error)) from None
 
 
 def read_plan(path: str | Path) -> Plan:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(source, "", "a plan file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(source, "", "a readable UTF-8 plan file", str(error)) from None
-    return plan_from_json(text, source)
+    return plan_from_json(read_text(path), str(path))

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 import click
 
 from cli import exit_codes, inspect_commands, run_command
-from cli.render import error_console, print_plan_summary
+from cli.render import error_console, print_plan_summary, progress_bar
 from cost_models.cluster_yaml import load_cluster
 from planner import __version__
 from planner.onnx_import import load_onnx
-from planner.options import DTYPES, MODES, SCHEDULES, PlanOptions
+from planner.options import DTYPES, MODES, OBJECTIVES, SCHEDULES, SUBMESH_SPACES, PlanOptions
 from planner.reshard import ReshardRules
 from planner.search import plan as make_plan
 from planner.strategies import StrategyOptions
@@ -86,7 +86,12 @@ def _parse_dims(values: Sequence[str]) -> dict[str, int]:
     help="Training dtype; 16-bit training keeps float32 master weights.",
 )
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
-@click.option("--microbatches", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--microbatches",
+    type=click.IntRange(min=1),
+    help="Microbatches per iteration. Default: searched over a few divisors of the batch "
+    "(1 with --intra-only).",
+)
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="1f1b", show_default=True)
 @click.option(
     "--memory-fraction",
@@ -98,8 +103,29 @@ def _parse_dims(values: Sequence[str]) -> dict[str, int]:
 @click.option(
     "--intra-only",
     is_flag=True,
-    help="Alpa's ShardParallel: one stage on the whole cluster, sharded by the ILP "
-    "(today's only search).",
+    help="Alpa's ShardParallel: one stage on the whole cluster, sharded by the ILP. Default: "
+    "the full search (pipeline stages on submeshes, each sharded by the ILP).",
+)
+@click.option("--layers", type=click.IntRange(min=1), help="Number of layers to cluster ops into.")
+@click.option(
+    "--submesh-space",
+    type=click.Choice(SUBMESH_SPACES),
+    default="power-of-two",
+    show_default=True,
+    help="In-host submeshes of 2^k GPUs, or of every size that divides a host.",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="throughput",
+    show_default=True,
+    help="Inference only: the slowest stage (throughput) or the sum of stages (latency).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes solving layer ILPs at once. Default: all cores.",
 )
 @click.option(
     "--ilp-time-limit",
@@ -132,10 +158,14 @@ def plan_command(
     mode: str,
     dtype: str,
     optimizer: str,
-    microbatches: int,
+    microbatches: int | None,
     schedule: str,
     memory_fraction: float,
     intra_only: bool,
+    layers: int | None,
+    submesh_space: str,
+    objective: str,
+    jobs: int | None,
     ilp_time_limit: float,
     zero: bool | None,
     force_data_parallel: bool,
@@ -162,6 +192,10 @@ def plan_command(
         microbatches=microbatches,
         schedule=schedule,
         memory_fraction=memory_fraction,
+        search="intra-only" if intra_only else "pipeshard",
+        layers=layers,
+        submesh_space=submesh_space,
+        objective=objective,
         ilp_time_limit_s=ilp_time_limit,
         strategy=StrategyOptions(
             zero="auto" if zero is None else ("on" if zero else "off"),
@@ -174,8 +208,8 @@ def plan_command(
             allow_all_to_all=not no_all_to_all, allow_all_gather=not no_all_gather
         ),
     )
-    del intra_only  # the one-stage search is the only one until the inter-op pass lands
-    result = make_plan(graph, cluster_spec, options)
+    with progress_bar() as progress:
+        result = make_plan(graph, cluster_spec, options, progress, jobs or os.cpu_count() or 1)
     text = plan_to_json(result)
     target = output or f"{os.path.splitext(os.path.basename(model))[0]}.plan.json"
     if target == "-":

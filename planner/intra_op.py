@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Gpu
 from cost_models.mesh import LogicalMesh
 from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
-from planner.intra_op_ilp import Edge, Node, StrategyProblem, StrategySolution, solve
+from planner.intra_op_ilp import (
+    Edge,
+    Node,
+    StrategyProblem,
+    StrategySolution,
+    minimum_memory,
+    solve,
+)
 from planner.notation import notation_of
 from planner.reshard import ReshardRules, reshard_s
 from planner.saved_tensors import saved_for_backward
@@ -186,19 +193,14 @@ def _follow(
     return group_index, tuple(mapping)
 
 
-def solve_stage(
+def prepare_stage(
     ops: Sequence[Op],
     tensors: Mapping[str, Tensor],
     mesh: LogicalMesh,
     gpu: Gpu,
     settings: IntraOpSettings,
-    cutoff_s: float = math.inf,
-) -> StageSharding:
-    """The cheapest sharding of `ops` (tensors at microbatch size) on `mesh`.
-
-    Raises `intra_op_ilp.MemoryInfeasible` when no sharding fits the memory budget, and
-    `intra_op_ilp.CutoffExceeded` when none costs at most `cutoff_s` per iteration.
-    """
+) -> PreparedStage:
+    """Strategies, groups and the ILP of `ops` (tensors at microbatch size) on `mesh`."""
     strategies = enumerate_strategies(ops, tensors, mesh, gpu, settings)
     groups, where = _group_ops(ops, tensors, strategies)
     producer = {out: op for op in ops for out in op.outputs if out}
@@ -281,8 +283,55 @@ def solve_stage(
         edges=tuple(edges),
         memory_budget=settings.memory_budget_bytes,
     )
-    solution = solve(problem, settings.time_limit_s, settings.relative_gap, cutoff_s)
-    return _read_back(ops, tensors, mesh, settings, strategies, groups, where, solution, reshard)
+    return PreparedStage(ops, tensors, mesh, settings, strategies, groups, where, problem, reshard)
+
+
+@dataclass(frozen=True)
+class PreparedStage:
+    """A stage's strategies and ILP, built once and solvable under several budgets."""
+
+    ops: Sequence[Op]
+    tensors: Mapping[str, Tensor]
+    mesh: LogicalMesh
+    settings: IntraOpSettings
+    strategies: Mapping[str, tuple[Strategy, ...]]
+    groups: list[_Group]
+    where: Mapping[str, tuple[int, int]]
+    problem: StrategyProblem
+    reshard: Callable[[str, ShardingSpec | None, ShardingSpec | None], float]
+
+    @property
+    def minimum_memory_bytes(self) -> float:
+        return minimum_memory(self.problem)
+
+    def solve(
+        self, memory_budget_bytes: float | None = None, cutoff_s: float = math.inf
+    ) -> StageSharding:
+        """Solve under `memory_budget_bytes` (default: the settings' budget)."""
+        problem = self.problem
+        if memory_budget_bytes is not None:
+            problem = replace(problem, memory_budget=memory_budget_bytes)
+        solution = solve(problem, self.settings.time_limit_s, self.settings.relative_gap, cutoff_s)
+        return _read_back(
+            self.ops, self.tensors, self.mesh, self.settings, self.strategies, self.groups,
+            self.where, solution, self.reshard,
+        )  # fmt: skip
+
+
+def solve_stage(
+    ops: Sequence[Op],
+    tensors: Mapping[str, Tensor],
+    mesh: LogicalMesh,
+    gpu: Gpu,
+    settings: IntraOpSettings,
+    cutoff_s: float = math.inf,
+) -> StageSharding:
+    """The cheapest sharding of `ops` (tensors at microbatch size) on `mesh`.
+
+    Raises `intra_op_ilp.MemoryInfeasible` when no sharding fits the memory budget, and
+    `intra_op_ilp.CutoffExceeded` when none costs at most `cutoff_s` per iteration.
+    """
+    return prepare_stage(ops, tensors, mesh, gpu, settings).solve(cutoff_s=cutoff_s)
 
 
 def _read_back(

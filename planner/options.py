@@ -12,6 +12,9 @@ SCHEDULES = ("1f1b", "gpipe")
 DTYPES = ("float16", "bfloat16", "float32")
 OPTIMIZERS = ("adam", "sgd")
 ZERO_MODES = ("auto", "on", "off")
+SEARCHES = ("pipeshard", "intra-only")
+OBJECTIVES = ("throughput", "latency")
+SUBMESH_SPACES = ("power-of-two", "all")
 
 
 @dataclass(frozen=True)
@@ -19,8 +22,12 @@ class PlanOptions:
     mode: str = "train"
     dtype: str = "float16"
     optimizer: str = "adam"
-    microbatches: int = 1
+    microbatches: int | None = None  # None: searched (pipeshard) or 1 (intra-only)
     schedule: str = "1f1b"
+    search: str = "pipeshard"  # Alpa's PipeshardParallel; "intra-only" is its ShardParallel
+    layers: int | None = None  # None: from the model's name scopes, or chosen by FLOPs
+    submesh_space: str = "power-of-two"
+    objective: str = "throughput"  # inference only: "throughput" or "latency"
     # Share of GPU memory the plan may fill; the rest is left to the framework, the CUDA
     # context and fragmentation (Alpa's default memory budget is likewise below 100 %).
     memory_fraction: float = 0.9
@@ -38,6 +45,10 @@ class PlanOptions:
     def record(self) -> dict[str, object]:
         """The options as the plan records them (everything that can change a plan)."""
         return {
+            "search": self.search,
+            "layers": self.layers,
+            "submesh_space": self.submesh_space,
+            "objective": self.objective if not self.training else None,
             "memory_fraction": self.memory_fraction,
             "ilp_time_limit_s": self.ilp_time_limit_s,
             "ilp_relative_gap": self.ilp_relative_gap,

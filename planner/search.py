@@ -1,10 +1,14 @@
 """The planner's entry point: `plan(graph, cluster, options) -> Plan`.
 
-Pure: reads no file, prints nothing. The CLI loads the inputs and writes the result.
+Pure: reads no file, prints nothing (progress goes through an optional callback). The CLI
+loads the inputs and writes the result.
 
-Today the search is Alpa's ShardParallel: the whole model as one stage on the whole cluster,
-viewed as every logical mesh shape (n0, n1) with n0 x n1 = devices, each solved by the intra-op
-ILP; the cheapest shape wins.
+Two searches:
+- "pipeshard" (the default, Alpa's PipeshardParallel): layers cut into pipeline stages on
+  submeshes by the inter-op DP, each stage sharded by the intra-op ILP (`planner/pipeshard.py`);
+- "intra-only" (Alpa's ShardParallel): the whole model as one stage on the whole cluster,
+  viewed as every logical mesh shape (n0, n1) with n0 x n1 = devices, each solved by the
+  intra-op ILP; the cheapest shape wins.
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from planner import __version__
 from planner.graph import Graph, Tensor, TensorKind, split_batch
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
+from planner.layers import cluster_layers
 from planner.liveness import live_activation_peak_bytes
 from planner.notation import notation_of
 from planner.options import PlanOptions
+from planner.pipeshard import (
+    Progress,
+    build_stages,
+    build_transfers,
+    layer_records,
+    pack_devices,
+    search_pipelines,
+)
+from planner.stage_costs import submesh_shapes
 from plans.errors import InfeasibleError
 from plans.plan import (
     ClusterInfo,
@@ -95,7 +109,7 @@ def intra_op_settings(
         dtype=options.dtype,
         optimizer=options.optimizer,
         training=options.training,
-        microbatches=options.microbatches,
+        microbatches=options.microbatches or 1,
         in_flight=in_flight,
         memory_budget_bytes=cluster.gpu.memory_bytes * options.memory_fraction,
         time_limit_s=options.ilp_time_limit_s,
@@ -105,13 +119,73 @@ def intra_op_settings(
     )
 
 
-def plan(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
-    """The best one-stage plan of `graph` on `cluster` (Alpa's ShardParallel)."""
-    if graph.batch_size % options.microbatches:
+def plan(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> Plan:
+    """The best plan the chosen search finds for `graph` on `cluster`.
+
+    `progress(what, done, total)` hears of the work as it goes; `jobs` processes solve layer
+    ILPs at once (the plan does not depend on it)."""
+    if options.microbatches is not None and graph.batch_size % options.microbatches:
         raise InfeasibleError(
             f"the batch of {graph.batch_size} does not split into {options.microbatches} "
             "equal microbatches"
         )
+    if options.search == "intra-only":
+        return plan_intra_only(
+            graph, cluster, replace(options, microbatches=options.microbatches or 1)
+        )
+    return plan_pipeshard(graph, cluster, options, progress, jobs)
+
+
+def plan_pipeshard(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> Plan:
+    """Alpa's PipeshardParallel: the inter-op DP over layer ranges and submeshes."""
+    typed = graph.cast_floats(options.dtype)
+    layers = cluster_layers(typed, options.layers)
+
+    def settings_for(microbatches: int) -> IntraOpSettings:
+        return intra_op_settings(replace(options, microbatches=microbatches), cluster)
+
+    choice, tried = search_pipelines(typed, cluster, options, layers, settings_for, progress, jobs)
+    budget = cluster.gpu.memory_bytes * options.memory_fraction
+    if choice is None:
+        raise InfeasibleError(
+            f"no pipeline of the model's {len(layers)} layers fits: every stage candidate "
+            f"needs more than the budget of {_gib(budget)} per GPU "
+            f"({options.memory_fraction:.0%} of {_gib(cluster.gpu.memory_bytes)}) for the "
+            "microbatches it must hold; add GPUs or microbatches"
+        )
+    chosen = replace(options, microbatches=choice.microbatches)
+    devices = pack_devices([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
+    stages = build_stages(typed, choice, devices, layers, options.schedule)
+    tensors = split_batch(typed.tensors, choice.microbatches)
+    transfers = build_transfers(typed, stages, cluster, tensors, options.training)
+    search: dict[str, JsonValue] = {
+        "algorithm": "inter-op DP + intra-op ILP (PipeshardParallel)",
+        "layers": len(layers),
+        "submeshes": submesh_shapes(cluster, options.submesh_space),
+        "microbatches": tuple(tried),
+        "layer_ilps": choice.table.solves,
+        "replicated_fallback": fallback_op_types(typed),
+    }
+    return assemble_plan(
+        graph, cluster, chosen, stages, search, layer_records(graph, layers, typed), transfers
+    )
+
+
+def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
+    """The best one-stage plan of `graph` on `cluster` (Alpa's ShardParallel)."""
+    assert options.microbatches is not None
     typed = graph.cast_floats(options.dtype)
     tensors = split_batch(typed.tensors, options.microbatches)
     settings = intra_op_settings(options, cluster)
@@ -131,7 +205,7 @@ def plan(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
             sharding = _with_inference_activations(sharding, typed, tensors)
         attempts.append(MeshAttempt(shape, sharding))
         if sharding.peak_bytes <= settings.memory_budget_bytes:
-            best_s = min(best_s, _iteration_s(sharding, options.microbatches))
+            best_s = min(best_s, _iteration_s(sharding, options.microbatches or 1))
     feasible = [
         a for a in attempts
         if a.sharding is not None and a.sharding.peak_bytes <= settings.memory_budget_bytes
@@ -148,7 +222,8 @@ def plan(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
             f"({options.memory_fraction:.0%} of {_gib(cluster.gpu.memory_bytes)}); "
             "add GPUs or microbatches"
         )
-    best = min(feasible, key=lambda a: _iteration_s(a.sharding, options.microbatches))  # type: ignore[arg-type]
+    microbatches = options.microbatches or 1
+    best = min(feasible, key=lambda a: _iteration_s(a.sharding, microbatches))  # type: ignore[arg-type]
     assert best.sharding is not None
     stage = stage_from_sharding(
         0, typed, best.sharding, cluster, tuple(op.name for op in typed.ops)
@@ -240,16 +315,14 @@ def assemble_plan(
     layers: tuple[Layer, ...] = (),
     transfers: tuple[Transfer, ...] = (),
 ) -> Plan:
-    """A `Plan` around `stages`, with the iteration estimate.
-
-    Iteration time: microbatches x the slowest stage's per-microbatch time, plus every other
-    stage's once (pipeline fill and drain), plus the slowest once-per-iteration gradient sync.
-    """
+    """A `Plan` around `stages`, with the iteration estimate: the pipeline formula of
+    `planner/inter_op.py`, T = sum t + (B - 1) max t + sum u (one stage: B t + u)."""
+    microbatches = options.microbatches or 1
     per_microbatch = [stage.time.total_s for stage in stages]
     iteration_s = (
         sum(per_microbatch)
-        + (options.microbatches - 1) * max(per_microbatch)
-        + max(stage.time.gradient_sync_s for stage in stages)
+        + (microbatches - 1) * max(per_microbatch)
+        + sum(stage.time.gradient_sync_s for stage in stages)
     )
     flops_per_iteration = graph.flops * (
         TRAINING_FLOPS_PER_FORWARD_FLOP if options.training else 1.0
@@ -276,7 +349,7 @@ def assemble_plan(
         settings=Settings(
             mode=options.mode,
             batch_size=graph.batch_size,
-            microbatches=options.microbatches,
+            microbatches=microbatches,
             schedule=options.schedule,
             dtype=options.dtype,
             optimizer=options.optimizer,

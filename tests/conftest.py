@@ -70,3 +70,38 @@ def mlp_path(tmp_path: Path) -> Path:
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(), str(path))
     return path
+
+
+def graph_only_weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    """A float32 initializer whose data lives in an absent external file: shapes only."""
+    tensor = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(shape))
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="absent.onnx.data")
+    return tensor
+
+
+def stacked_mlp_model(layers: int, hidden: int, batch: int | str = "batch") -> onnx.ModelProto:
+    """`layers` blocks of x -> MatMul(hidden x 4 hidden) -> Relu -> MatMul(4 hidden x hidden) ->
+    Add(x), each under the exporter-style name scope `layers.<i>`: uniform pipeline stages."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, hidden])
+    nodes: list[onnx.NodeProto] = []
+    weights = []
+    current = "x"
+    for i in range(layers):
+        up, down = f"layers.{i}.up", f"layers.{i}.down"
+        weights.append(graph_only_weight(up, (hidden, 4 * hidden)))
+        weights.append(graph_only_weight(down, (4 * hidden, hidden)))
+        block = [
+            helper.make_node("MatMul", [current, up], [f"h{i}"], name=f"up_{i}"),
+            helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu_{i}"),
+            helper.make_node("MatMul", [f"r{i}", down], [f"d{i}"], name=f"down_{i}"),
+            helper.make_node("Add", [current, f"d{i}"], [f"x{i}"], name=f"residual_{i}"),
+        ]
+        for node in block:
+            helper.set_metadata_props(
+                node, {"pkg.torch.onnx.name_scopes": repr(["", f"layers.{i}"])}
+            )
+        nodes += block
+        current = f"x{i}"
+    y = helper.make_tensor_value_info(current, TensorProto.FLOAT, [batch, hidden])
+    return make_model(nodes, [x], [y], weights)

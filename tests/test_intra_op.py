@@ -54,7 +54,9 @@ FLOAT32_ADAM_UPDATE_BYTES = 2 * 4 + 4 + 2 * 8  # read+write weights, read grads,
 
 def test_forced_data_parallel_costs_by_hand(tmp_path: Path) -> None:
     graph = load_onnx(save_mlp(tmp_path), batch_size=64)
-    options = PlanOptions(dtype="float32", strategy=StrategyOptions(force_data_parallel=True))
+    options = PlanOptions(
+        dtype="float32", search="intra-only", strategy=StrategyOptions(force_data_parallel=True)
+    )
     result = plan(graph, toy_cluster(), options)
     b = 64 // 8  # samples per device
     fc1 = roofline(2 * b * 16 * 32, 4 * (b * 16 + 16 * 32 + b * 32))
@@ -157,7 +159,9 @@ def test_transformer_layer_on_2x4_batch_on_one_axis_tensor_parallel_on_the_other
 def test_memory_infeasible_says_budget_and_least_memory(tmp_path: Path) -> None:
     graph = load_onnx(save_mlp(tmp_path), batch_size=64)
     with pytest.raises(InfeasibleError) as error:
-        plan(graph, toy_cluster(memory_bytes=1024), PlanOptions(dtype="float32"))
+        plan(
+            graph, toy_cluster(memory_bytes=1024), PlanOptions(dtype="float32", search="intra-only")
+        )
     message = str(error.value)
     assert "the smallest memory per GPU any logical mesh reaches is" in message
     assert "the budget is 0.00 GiB (90% of 0.00 GiB)" in message
@@ -175,15 +179,18 @@ def test_reported_objective_equals_recomputed_cost() -> None:
     assert stage.solution.solver_objective_s == pytest.approx(recomputed, rel=1e-6)
 
 
-@pytest.mark.parametrize(
-    "name", ["gpt-tiny", "gshard-moe-tiny", "wide-resnet-tiny", "mlp-tiny", "bert-base"]
-)
+SMALL_EXAMPLES = ["gpt-tiny", "gshard-moe-tiny", "wide-resnet-tiny", "mlp-tiny", "bert-base"]
+
+
+@pytest.mark.parametrize("name", SMALL_EXAMPLES)
 @pytest.mark.parametrize("hosts", [1, 8])
 def test_every_example_model_plans_on_8_and_64_gpus(name: str, hosts: int) -> None:
     graph = load_onnx(MODELS / f"{name}.onnx", batch_size=128)
     cluster = toy_cluster(hosts=hosts, memory_bytes=80 * 2**30)
-    result = plan(graph, cluster, PlanOptions(dtype="float32", ilp_time_limit_s=30))
+    options = PlanOptions(dtype="float32", search="intra-only", ilp_time_limit_s=30)
+    result = plan(graph, cluster, options)
     (stage,) = result.stages
     assert len(stage.devices) == 8 * hosts
     assert set(stage.strategies) == {op.name for op in graph.ops}
+    assert set(stage.shardings) >= set(graph.inputs)
     assert result.estimate.iteration_time_s > 0

@@ -1,0 +1,295 @@
+"""The full search (Alpa's PipeshardParallel): layers, stage/submesh DP, intra-op per stage.
+
+1. cluster the ops into layers (`planner/layers.py`);
+2. for each microbatch count (the one given, or a few divisors of the batch), build the cost
+   table of every layer range on every submesh (`planner/stage_costs.py`) and run the DP
+   (`planner/inter_op.py`);
+3. keep the fastest pipeline, pack its stages onto concrete (host, GPU) ids (whole hosts first,
+   then the in-host submeshes largest first), and write the plan: stages with their ops,
+   devices, logical mesh, strategies and specs; the tensors sent between stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from cost_models.cluster import Cluster
+from cost_models.collectives import point_to_point_s
+from planner.graph import Graph, Op, Tensor, TensorKind, split_batch
+from planner.inter_op import best_pipeline
+from planner.intra_op import IntraOpSettings
+from planner.layers import LayerSlice
+from planner.options import PlanOptions
+from planner.sharding import ShardingSpec
+from planner.stage_costs import RangePlan, StageCostTable, submesh_shapes
+from planner.strategies import Strategy
+from plans.errors import InfeasibleError
+from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
+
+# Microbatch counts tried when --microbatches is not given (those that divide the batch).
+MICROBATCH_CANDIDATES = (1, 4, 16, 64)
+# Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
+# first, "latency" by the sum of the stages.
+_THROUGHPUT_WEIGHT = 1e6
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PipelineChoice:
+    microbatches: int
+    stages: tuple[RangePlan, ...]
+    iteration_s: float
+    table: StageCostTable
+    candidates: int
+
+
+def microbatch_counts(batch_size: int, given: int | None) -> tuple[int, ...]:
+    if given is not None:
+        return (given,)
+    counts = tuple(b for b in MICROBATCH_CANDIDATES if batch_size % b == 0)
+    return counts or (1,)
+
+
+def search_pipelines(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    layers: Sequence[LayerSlice],
+    settings_for: Callable[[int], IntraOpSettings],
+    progress: Progress | None = None,
+    jobs: int = 1,
+) -> tuple[PipelineChoice | None, list[dict[str, JsonValue]]]:
+    """The fastest pipeline over the microbatch counts; and a record of each count tried."""
+    submeshes = submesh_shapes(cluster, options.submesh_space)
+    best: PipelineChoice | None = None
+    tried: list[dict[str, JsonValue]] = []
+    counts = microbatch_counts(graph.batch_size, options.microbatches)
+    for microbatches in counts:
+        settings = settings_for(microbatches)
+        tensors = split_batch(graph.tensors, microbatches)
+        table = StageCostTable(graph.ops, tensors, layers, cluster, settings)
+
+        def report(done: int, total: int, microbatches: int = microbatches) -> None:
+            if progress is not None:
+                progress(f"layer ILPs, {microbatches} microbatches", done, total)
+
+        table.solve_layers(submeshes, jobs, report)
+        candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
+        weight = _max_weight(options, microbatches)
+        solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight + 1)
+        if solution is None:
+            tried.append({"microbatches": microbatches, "status": "infeasible"})
+            continue
+        stages = tuple(plans[c.key] for c in solution.stages)
+        tried.append(
+            {
+                "microbatches": microbatches,
+                "status": "ok",
+                "objective_s": solution.iteration_s,
+                "stages": len(stages),
+                "candidates": len(candidates),
+            }
+        )
+        if best is None or solution.iteration_s < best.iteration_s:
+            best = PipelineChoice(
+                microbatches, stages, solution.iteration_s, table, len(candidates)
+            )
+    return best, tried
+
+
+def _max_weight(options: PlanOptions, microbatches: int) -> int:
+    """The weight of the slowest stage in the DP's objective, minus one (B - 1 in training)."""
+    if options.training:
+        return microbatches - 1
+    if options.objective == "latency":
+        return 0
+    return int(_THROUGHPUT_WEIGHT)
+
+
+def pack_devices(
+    submeshes: Sequence[tuple[int, int]], hosts: int, gpus_per_host: int
+) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """Concrete (host, GPU) ids per stage: whole-host submeshes take whole hosts in stage order,
+    then in-host submeshes go largest first into the first host with room (sizes are powers
+    of two, or divisors of the host size, so they pack exactly)."""
+    free = {host: list(range(gpus_per_host)) for host in range(hosts)}
+    placed: dict[int, tuple[tuple[int, int], ...]] = {}
+    next_host = 0
+    for index, (h, g) in enumerate(submeshes):
+        if g == gpus_per_host:
+            span = range(next_host, next_host + h)
+            placed[index] = tuple((host, gpu) for host in span for gpu in range(g))
+            for host in span:
+                free[host] = []
+            next_host += h
+    order = sorted(
+        (i for i, (h, g) in enumerate(submeshes) if g != gpus_per_host),
+        key=lambda i: (-submeshes[i][1], i),
+    )
+    for index in order:
+        size = submeshes[index][1]
+        room = [h for h in range(hosts) if len(free[h]) >= size]
+        if not room:
+            raise InfeasibleError(
+                f"cannot place the stages' submeshes {list(submeshes)} on {hosts} hosts of "
+                f"{gpus_per_host} GPUs"
+            )
+        host = room[0]
+        taken, free[host] = free[host][:size], free[host][size:]
+        placed[index] = tuple((host, gpu) for gpu in taken)
+    return tuple(placed[i] for i in range(len(submeshes)))
+
+
+def in_flight(stage_index: int, num_stages: int, microbatches: int, schedule: str) -> int:
+    """Microbatches whose activations a stage holds at once: 1F1B min(S - k, B); GPipe B."""
+    if schedule == "gpipe":
+        return microbatches
+    return min(num_stages - stage_index, microbatches)
+
+
+def build_stages(
+    graph: Graph,
+    choice: PipelineChoice,
+    devices: Sequence[tuple[tuple[int, int], ...]],
+    layers: Sequence[LayerSlice],
+    schedule: str,
+) -> tuple[Stage, ...]:
+    table = choice.table
+    stages = []
+    for index, plan in enumerate(choice.stages):
+        shardings = []
+        strategies: dict[str, Strategy] = {}
+        for k in range(plan.first, plan.last + 1):
+            sharding, by_position = table.layer_sharding(
+                k, plan.submesh, plan.mesh.shape, plan.level
+            )
+            shardings.append(sharding)
+            layer_ops = graph.ops[layers[k].start : layers[k].stop]
+            strategies.update({op.name: s for op, s in zip(layer_ops, by_position, strict=True)})
+        stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+        holds = in_flight(index, len(choice.stages), choice.microbatches, schedule)
+        parameters = sum(s.parameter_bytes for s in shardings)
+        gradients = sum(s.gradient_bytes for s in shardings)
+        optimizer = sum(s.optimizer_bytes for s in shardings)
+        activations = holds * sum(s.activation_bytes for s in shardings)
+        stages.append(
+            Stage(
+                index=index,
+                layers=tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
+                ops=tuple(op.name for op in stage_ops),
+                devices=devices[index],
+                logical_mesh=plan.mesh.shape,
+                strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
+                shardings=frozen_map(_tensor_specs(graph, stage_ops, strategies)),  # type: ignore[arg-type]
+                time=StageTime(
+                    forward_s=sum(s.forward_s for s in shardings),
+                    backward_s=sum(s.backward_s for s in shardings),
+                    communication_s=sum(s.communication_s for s in shardings)
+                    + plan.resharding_s
+                    + plan.transfer_s,
+                    gradient_sync_s=plan.iteration_s,
+                    total_s=plan.time_s,
+                ),
+                memory=StageMemory(
+                    parameters_bytes=parameters,
+                    gradients_bytes=gradients,
+                    optimizer_bytes=optimizer,
+                    activations_bytes=activations,
+                    peak_bytes=parameters + gradients + optimizer + activations,
+                ),
+            )
+        )
+    return tuple(stages)
+
+
+def _tensor_specs(
+    graph: Graph, ops: Sequence[Op], strategies: dict[str, Strategy]
+) -> dict[str, str]:
+    """Every non-constant tensor of the stage: as its producer leaves it, else as its first
+    consumer in the stage reads it (parameters, data inputs, tensors from earlier stages)."""
+    specs: dict[str, ShardingSpec] = {}
+    for op in ops:
+        strategy = strategies[op.name]
+        for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
+            if name and spec is not None:
+                specs[name] = spec
+    for op in ops:
+        strategy = strategies[op.name]
+        for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
+            if name and spec is not None:
+                specs.setdefault(name, spec)
+    return {
+        name: str(spec)
+        for name, spec in specs.items()
+        if graph.tensors[name].kind is not TensorKind.CONSTANT
+    }
+
+
+def build_transfers(
+    graph: Graph,
+    stages: Sequence[Stage],
+    cluster: Cluster,
+    microbatch_tensors: Mapping[str, Tensor],
+    training: bool,
+) -> tuple[Transfer, ...]:
+    """Every activation a stage reads from an earlier one: specs on both sides, bytes of one
+    microbatch, and the time to send it (and its gradient back, when training) over the link
+    that joins the two submeshes."""
+    stage_of = {name: stage.index for stage in stages for name in stage.ops}
+    producer = graph.producer
+    found: dict[tuple[str, int], Transfer] = {}
+    for stage in stages:
+        for name in stage.ops:
+            op = graph.op_by_name[name]
+            for tensor_name in op.present_inputs:
+                source_op = producer.get(tensor_name)
+                if (
+                    source_op is None
+                    or graph.tensors[tensor_name].kind is not TensorKind.ACTIVATION
+                ):
+                    continue
+                source = stages[stage_of[source_op.name]]
+                if source.index == stage.index or (tensor_name, stage.index) in found:
+                    continue
+                tensor = microbatch_tensors[tensor_name]
+                crosses = {h for h, _ in source.devices} != {h for h, _ in stage.devices}
+                link = cluster.inter_host if crosses else cluster.intra_host
+                per_device = tensor.size_bytes / len(stage.devices)
+                seconds = point_to_point_s(
+                    per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s
+                ) * (2 if training else 1)
+                found[(tensor_name, stage.index)] = Transfer(
+                    tensor=tensor_name,
+                    source_stage=source.index,
+                    destination_stage=stage.index,
+                    source_spec=source.shardings.get(tensor_name, ""),
+                    destination_spec=stage.shardings.get(tensor_name, ""),
+                    size_bytes=tensor.size_bytes,
+                    time_s=seconds,
+                )
+    return tuple(found[key] for key in sorted(found, key=lambda k: (k[1], k[0])))
+
+
+def layer_records(
+    graph: Graph, layers: Sequence[LayerSlice], dtype_graph: Graph
+) -> tuple[Layer, ...]:
+    records = []
+    for layer in layers:
+        ops = dtype_graph.ops[layer.start : layer.stop]
+        parameters = {
+            name
+            for op in ops
+            for name in op.present_inputs
+            if dtype_graph.tensors[name].kind is TensorKind.PARAMETER
+        }
+        records.append(
+            Layer(
+                name=layer.name,
+                ops=tuple(op.name for op in ops),
+                flops=sum(op.flops for op in graph.ops[layer.start : layer.stop]),
+                parameter_bytes=sum(dtype_graph.tensors[name].size_bytes for name in parameters),
+            )
+        )
+    return tuple(records)

@@ -1,0 +1,493 @@
+"""The inter-op pass's cost table: what every run of layers costs on every submesh.
+
+Alpa solves the intra-op problem for every (layer range, submesh, logical mesh). Here the range
+is composed from single layers, which makes the table affordable (one ILP per distinct layer,
+logical mesh and memory level, instead of one per range):
+
+1. each distinct layer (by its structural fingerprint: repeated transformer blocks share one)
+   is solved by the intra-op ILP on each logical mesh, first without a memory limit, then
+   under budgets between that plan's memory and the least the layer can reach
+   (`LEVEL_FRACTIONS`), giving plans that trade time for memory;
+2. a range i..j at level q costs the sum of its layers' level-q plans, plus the resharding of
+   every tensor that one layer of the range sends to a later one (the single-layer ILPs see
+   their inputs as free; composing charges what they assumed away), plus the transfer of the
+   tensors it receives from earlier stages (point-to-point over the link between the stages,
+   forward and, when training, the gradient back);
+3. its memory per device is the sum of the layers' parameter state plus `in_flight` times
+   their kept activations; the most microbatches it can hold decides how many stages may
+   follow it (1F1B: stage k of S holds min(S - k, B)).
+
+Approximations, stated: ranges use one memory level for all their layers; the link between
+two stages is the inter-host link when the receiving submesh spans whole hosts, otherwise the
+intra-host link; the transfer is spread over the receiving stage's devices.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from cost_models.cluster import Cluster
+from cost_models.collectives import point_to_point_s
+from cost_models.mesh import LogicalMesh, logical_mesh
+from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
+from planner.inter_op import Candidate
+from planner.intra_op import IntraOpSettings, StageSharding, prepare_stage
+from planner.intra_op_ilp import MemoryInfeasible
+from planner.layers import LayerSlice, layer_fingerprint
+from planner.reshard import reshard_s
+from planner.sharding import ShardingSpec
+from planner.strategies import Strategy
+
+# Memory levels per layer and mesh after the unlimited plan: budgets at these fractions of the
+# way from the least memory the layer can reach to what the unlimited plan uses.
+LEVEL_FRACTIONS = (0.25, 0.0)
+# A logical shape this many times slower than the best shape of its submesh (for the whole
+# model, without a memory limit) is not refined into tighter memory levels.
+SHAPE_PRUNE_FACTOR = 2.0
+T = TypeVar("T")
+# More microbatches in flight than this count as "any number" (the pipeline never needs more).
+UNLIMITED_IN_FLIGHT = 1 << 20
+
+
+def submesh_shapes(cluster: Cluster, space: str = "power-of-two") -> tuple[tuple[int, int], ...]:
+    """Alpa's submeshes: (1, m) inside a host (m a power of two, or every m with 'all') and
+    (h, gpus per host) for whole hosts."""
+    gpus = cluster.gpus_per_host
+    if space == "all":
+        inside = [m for m in range(1, gpus + 1) if gpus % m == 0]
+    else:
+        inside = [
+            1 << k for k in range(gpus.bit_length()) if (1 << k) <= gpus and gpus % (1 << k) == 0
+        ]
+    shapes = [(1, m) for m in inside if m < gpus]
+    shapes += [(h, gpus) for h in range(1, cluster.hosts + 1)]
+    return tuple(shapes)
+
+
+def mesh_shapes(submesh: tuple[int, int], gpus_per_host: int) -> tuple[tuple[int, int], ...]:
+    """The logical shapes of a submesh: (hosts, gpus) first, then every other 2-D shape whose
+    fast axis (axis 1) tiles the hosts evenly: it divides the GPUs of a host or is a multiple
+    of them (a fast axis of 12 on hosts of 8 would straddle hosts unevenly). Inside one host
+    both axes ride the same links, so (a, b) and (b, a) cost the same: only a <= b is kept."""
+    devices = submesh[0] * submesh[1]
+    others = [
+        (n, devices // n)
+        for n in range(1, devices + 1)
+        if devices % n == 0
+        and (gpus_per_host % (devices // n) == 0 or (devices // n) % gpus_per_host == 0)
+        and (submesh[0] > 1 or n <= devices // n)
+    ]
+    return (submesh, *(shape for shape in others if shape != submesh))
+
+
+def solve_layer_on_submesh(
+    ops: Sequence[Op],
+    tensors: Mapping[str, Tensor],
+    cluster: Cluster,
+    settings: IntraOpSettings,
+    submesh: tuple[int, int],
+    refine: frozenset[tuple[int, int]] = frozenset(),
+) -> dict[tuple[int, int], list[LayerPlan]]:
+    """One layer on one submesh: for each logical shape, its unlimited-memory plan, followed
+    for the shapes in `refine` by plans under tighter budgets (`LEVEL_FRACTIONS`)."""
+    unlimited = replace(settings, memory_budget_bytes=math.inf, in_flight=1)
+    result: dict[tuple[int, int], list[LayerPlan]] = {}
+    for shape in mesh_shapes(submesh, cluster.gpus_per_host):
+        mesh = logical_mesh(cluster, submesh, shape)
+        prepared = prepare_stage(ops, tensors, mesh, cluster.gpu, unlimited)
+        try:
+            first = prepared.solve()
+        except MemoryInfeasible:  # only forbidden reshardings can cause this
+            continue
+        plans = [LayerPlan(tuple(first.strategies[op.name] for op in ops), first)]
+        if shape in refine:
+            least = prepared.minimum_memory_bytes
+            for fraction in LEVEL_FRACTIONS:
+                budget = least + (first.peak_bytes - least) * fraction
+                try:
+                    tighter = prepared.solve(memory_budget_bytes=budget * (1 + 1e-9))
+                except MemoryInfeasible:
+                    continue
+                if tighter.peak_bytes < plans[-1].sharding.peak_bytes:
+                    plans.append(
+                        LayerPlan(tuple(tighter.strategies[op.name] for op in ops), tighter)
+                    )
+        result[shape] = plans
+    return result
+
+
+def run_tasks(
+    tasks: Sequence[tuple[Callable[..., T], tuple[object, ...]]],
+    jobs: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[T]:
+    """Run `function(*args)` for each task, in order of the results, `jobs` processes at a
+    time (forked, so the arguments need no pickling; results come back pickled)."""
+    if progress is not None:
+        progress(0, len(tasks))
+    if jobs <= 1 or len(tasks) <= 1:
+        results = []
+        for done, (function, args) in enumerate(tasks, start=1):
+            results.append(function(*args))
+            if progress is not None:
+                progress(done, len(tasks))
+        return results
+    global _FORKED_TASKS
+    _FORKED_TASKS = list(tasks)
+    context = multiprocessing.get_context("fork")
+    try:
+        with context.Pool(min(jobs, len(tasks))) as pool:
+            results_by_index: dict[int, T] = {}
+            for done, (index, result) in enumerate(
+                pool.imap_unordered(_run_forked_task, range(len(tasks))), start=1
+            ):
+                results_by_index[index] = result  # type: ignore[assignment]
+                if progress is not None:
+                    progress(done, len(tasks))
+    finally:
+        _FORKED_TASKS = []
+    return [results_by_index[index] for index in range(len(tasks))]
+
+
+_FORKED_TASKS: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+
+
+def _run_forked_task(index: int) -> tuple[int, object]:
+    function, args = _FORKED_TASKS[index]
+    return index, function(*args)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer solved on one logical mesh at one memory level."""
+
+    strategies: tuple[Strategy, ...]  # by op position in the layer
+    sharding: StageSharding
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """A candidate stage: layers first..last on a logical mesh at a memory level."""
+
+    first: int
+    last: int
+    submesh: tuple[int, int]
+    mesh: LogicalMesh
+    level: int
+    time_s: float  # one microbatch, with in-range resharding and incoming transfers
+    iteration_s: float
+    state_bytes: int
+    activation_bytes: int  # one microbatch
+    resharding_s: float  # part of time_s: between layers of the range
+    transfer_s: float  # part of time_s: receiving from earlier stages
+
+    def max_in_flight(self, budget_bytes: float) -> int:
+        spare = budget_bytes - self.state_bytes
+        if spare < self.activation_bytes:
+            return 0
+        if self.activation_bytes == 0:
+            return UNLIMITED_IN_FLIGHT
+        return int(spare // self.activation_bytes)
+
+
+@dataclass(frozen=True)
+class _LevelTable:
+    """Every layer's plan at one memory level on one logical mesh."""
+
+    mesh: LogicalMesh
+    layers: list[StageSharding]  # by layer index
+    pair_s: dict[tuple[int, int], float]  # resharding, layer a -> later layer b, per microbatch
+
+
+class StageCostTable:
+    """Solves layers lazily and composes ranges; one instance per (graph, microbatches)."""
+
+    def __init__(
+        self,
+        ops: Sequence[Op],
+        tensors: Mapping[str, Tensor],
+        layers: Sequence[LayerSlice],
+        cluster: Cluster,
+        settings: IntraOpSettings,
+    ) -> None:
+        self.ops = ops
+        self.tensors = tensors
+        self.layers = layers
+        self.cluster = cluster
+        self.settings = settings
+        self.fingerprints = [
+            layer_fingerprint(ops[layer.start : layer.stop], tensors) for layer in layers
+        ]
+        # (fingerprint, submesh) -> logical shape -> plans by memory level
+        self._solved: dict[tuple[str, tuple[int, int]], dict[tuple[int, int], list[LayerPlan]]] = {}
+        self._layer_of = {
+            op.name: index for index, layer in enumerate(layers)
+            for op in ops[layer.start : layer.stop]
+        }  # fmt: skip
+        self._position = {op.name: p for layer in layers
+                          for p, op in enumerate(ops[layer.start : layer.stop])}  # fmt: skip
+        self._cross = self._cross_layer_edges()
+        self._pair_bytes = {
+            pair: sum(self.tensors[edge[0]].size_bytes for edge in edges)
+            for pair, edges in self._cross.items()
+        }
+        self.solves = 0  # single-layer ILPs solved so far
+        self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
+
+    # --- single layers -------------------------------------------------------------------
+
+    def solve_layers(
+        self,
+        submeshes: Sequence[tuple[int, int]],
+        jobs: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Solve every distinct layer on every submesh, `jobs` at a time: first without a
+        memory limit; then, on the logical meshes where the whole model with every microbatch
+        in flight would not fit and that are within `SHAPE_PRUNE_FACTOR` of the fastest,
+        under tighter budgets too."""
+        distinct = [i for i, f in enumerate(self.fingerprints) if self.fingerprints.index(f) == i]
+        todo = [
+            (index, submesh)
+            for index in distinct
+            for submesh in submeshes
+            if (self.fingerprints[index], submesh) not in self._solved
+        ]
+        self._run(todo, {}, jobs, progress)
+        refine: dict[tuple[int, tuple[int, int]], frozenset[tuple[int, int]]] = {}
+        for submesh in {submesh for _, submesh in todo}:
+            shapes = self._shapes_to_refine(submesh)
+            if shapes:
+                for index in distinct:
+                    refine[(index, submesh)] = shapes
+        self._run(list(refine), refine, jobs, progress)
+
+    def _run(
+        self,
+        todo: list[tuple[int, tuple[int, int]]],
+        refine: Mapping[tuple[int, tuple[int, int]], frozenset[tuple[int, int]]],
+        jobs: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        tasks = []
+        for index, submesh in todo:
+            layer = self.layers[index]
+            args = (
+                self.ops[layer.start : layer.stop], self.tensors, self.cluster, self.settings,
+                submesh, refine.get((index, submesh), frozenset()),
+            )  # fmt: skip
+            tasks.append((solve_layer_on_submesh, args))
+        for (index, submesh), plans in zip(todo, run_tasks(tasks, jobs, progress), strict=True):
+            self._solved[(self.fingerprints[index], submesh)] = plans
+            self.solves += sum(len(levels) for levels in plans.values())
+
+    def _shapes_to_refine(self, submesh: tuple[int, int]) -> frozenset[tuple[int, int]]:
+        """The logical shapes of `submesh` worth tighter memory levels."""
+        fastest = math.inf
+        needs: dict[tuple[int, int], tuple[float, float]] = {}
+        for shape in mesh_shapes(submesh, self.cluster.gpus_per_host):
+            firsts = [self.layer_plans(k, submesh, shape)[:1] for k in range(len(self.layers))]
+            if not all(firsts):
+                continue
+            shardings = [plans[0].sharding for plans in firsts]
+            time_s = sum(s.microbatch_s for s in shardings)
+            memory = sum(
+                s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes
+                + self.settings.microbatches * s.activation_bytes
+                for s in shardings
+            )  # fmt: skip
+            fastest = min(fastest, time_s)
+            needs[shape] = (time_s, memory)
+        return frozenset(
+            shape
+            for shape, (time_s, memory) in needs.items()
+            if memory > self.settings.memory_budget_bytes and time_s <= SHAPE_PRUNE_FACTOR * fastest
+        )
+
+    def layer_plans(
+        self, index: int, submesh: tuple[int, int], shape: tuple[int, int]
+    ) -> list[LayerPlan]:
+        """The memory levels of layer `index` on a logical mesh; empty when the shape was
+        pruned (see `solve_layer_on_submesh`)."""
+        key = (self.fingerprints[index], submesh)
+        if key not in self._solved:
+            self.solve_layers([submesh])
+        return self._solved[key].get(shape, [])
+
+    # --- ranges ----------------------------------------------------------------------------
+
+    def _cross_layer_edges(self) -> dict[tuple[int, int], list[tuple[str, Op, int, Op, int]]]:
+        """(producer layer, consumer layer) -> tensors: (name, producer, output position,
+        consumer, input position)."""
+        producer = {name: op for op in self.ops for name in op.outputs if name}
+        edges: dict[tuple[int, int], list[tuple[str, Op, int, Op, int]]] = {}
+        for op in self.ops:
+            for position, name in enumerate(op.inputs):
+                if not name or name not in producer:
+                    continue
+                if self.tensors[name].kind is not TensorKind.ACTIVATION:
+                    continue
+                source = producer[name]
+                a, b = self._layer_of[source.name], self._layer_of[op.name]
+                if a != b:
+                    edges.setdefault((a, b), []).append(
+                        (name, source, source.outputs.index(name), op, position)
+                    )
+        return edges
+
+    def _strategy(self, op: Op, plans: Mapping[int, LayerPlan]) -> Strategy:
+        return plans[self._layer_of[op.name]].strategies[self._position[op.name]]
+
+    def _reshard(
+        self, name: str, source: ShardingSpec | None, target: ShardingSpec | None, mesh: LogicalMesh
+    ) -> float:
+        if source is None or target is None or source == target:
+            return 0.0
+        tensor = self.tensors[name]
+        return reshard_s(
+            tensor.shape, DTYPE_SIZE_BYTES[tensor.dtype], source, target, mesh,
+            self.settings.training, self.settings.reshard_rules,
+        )  # fmt: skip
+
+    def _level_tables(self, submesh: tuple[int, int], shape: tuple[int, int]) -> list[_LevelTable]:
+        """Per memory level: every layer's plan on this logical mesh, as sums over ranges."""
+        key = (submesh, shape)
+        if key in self._tables:
+            return self._tables[key]
+        per_layer = [self.layer_plans(k, submesh, shape) for k in range(len(self.layers))]
+        tables = []
+        if all(per_layer):
+            for level in range(min(len(plans) for plans in per_layer)):
+                chosen = {k: plans[level] for k, plans in enumerate(per_layer)}
+                mesh = chosen[0].sharding.mesh
+                pair_s = {
+                    pair: sum(
+                        self._reshard(
+                            name,
+                            self._strategy(source, chosen).output_specs[out_position],
+                            self._strategy(consumer, chosen).input_specs[in_position],
+                            mesh,
+                        )
+                        for name, source, out_position, consumer, in_position in tensors
+                    )
+                    for pair, tensors in self._cross.items()
+                }
+                tables.append(
+                    _LevelTable(mesh, [chosen[k].sharding for k in sorted(chosen)], pair_s)
+                )
+        self._tables[key] = tables
+        return tables
+
+    def range_plans(self, first: int, last: int, submesh: tuple[int, int]) -> list[RangePlan]:
+        """Every (logical mesh, level) plan of layers first..last on `submesh`."""
+        incoming = sum(self._pair_bytes[(a, b)] for (a, b) in self._cross if a < first <= b <= last)
+        transfer = self._transfer_s(incoming, submesh)
+        found = []
+        for shape in mesh_shapes(submesh, self.cluster.gpus_per_host):
+            for level, table in enumerate(self._level_tables(submesh, shape)):
+                layers = table.layers[first : last + 1]
+                resharding = sum(
+                    cost for (a, b), cost in table.pair_s.items() if first <= a and b <= last
+                )
+                found.append(
+                    RangePlan(
+                        first=first,
+                        last=last,
+                        submesh=submesh,
+                        mesh=table.mesh,
+                        level=level,
+                        time_s=sum(s.microbatch_s for s in layers) + resharding + transfer,
+                        iteration_s=sum(s.iteration_s for s in layers),
+                        state_bytes=sum(
+                            s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes for s in layers
+                        ),
+                        activation_bytes=sum(s.activation_bytes for s in layers),
+                        resharding_s=resharding,
+                        transfer_s=transfer,
+                    )
+                )
+        return found
+
+    def layer_sharding(
+        self, index: int, submesh: tuple[int, int], shape: tuple[int, int], level: int
+    ) -> tuple[StageSharding, tuple[Strategy, ...]]:
+        """The chosen plan of layer `index`: its sharding (of the representative layer with the
+        same fingerprint) and its strategies by op position."""
+        plan = self.layer_plans(index, submesh, shape)[level]
+        return plan.sharding, plan.strategies
+
+    def _transfer_s(self, num_bytes: float, submesh: tuple[int, int]) -> float:
+        """Receiving `num_bytes` from earlier stages, spread over this stage's devices."""
+        if num_bytes == 0:
+            return 0.0
+        whole_hosts = submesh[1] == self.cluster.gpus_per_host and self.cluster.hosts > 1
+        link = self.cluster.inter_host if whole_hosts else self.cluster.intra_host
+        per_device = num_bytes / (submesh[0] * submesh[1])
+        one_way = point_to_point_s(per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s)
+        return one_way * (2 if self.settings.training else 1)
+
+    def candidates(
+        self,
+        submeshes: Sequence[tuple[int, int]],
+        microbatches: int,
+        schedule: str,
+    ) -> tuple[list[Candidate], list[RangePlan]]:
+        """Every usable (range, submesh) candidate for the DP, with its RangePlan by `key`.
+
+        Per (range, submesh) only the plans that are best for some number of following stages
+        are kept (Pareto in time, once-per-iteration time and memory)."""
+        budget = self.settings.memory_budget_bytes
+        candidates: list[Candidate] = []
+        plans: list[RangePlan] = []
+        for first in range(len(self.layers)):
+            for last in range(first, len(self.layers)):
+                for index, submesh in enumerate(submeshes):
+                    options = []
+                    for plan in self.range_plans(first, last, submesh):
+                        holds = plan.max_in_flight(budget)
+                        if schedule == "gpipe":
+                            following = UNLIMITED_IN_FLIGHT if holds >= microbatches else -1
+                        else:
+                            following = UNLIMITED_IN_FLIGHT if holds >= microbatches else holds - 1
+                        if following >= 0:
+                            options.append((plan, following))
+                    for plan, following in _pareto(options):
+                        candidates.append(
+                            Candidate(
+                                first=first,
+                                last=last,
+                                devices=submesh[0] * submesh[1],
+                                submesh=index,
+                                time_s=plan.time_s,
+                                iteration_s=plan.iteration_s,
+                                max_following=following,
+                                key=len(plans),
+                            )
+                        )
+                        plans.append(plan)
+        return candidates, plans
+
+
+def _pareto(options: list[tuple[RangePlan, int]]) -> list[tuple[RangePlan, int]]:
+    """Drop plans that another beats or equals in time, per-iteration time and memory."""
+    kept: list[tuple[RangePlan, int]] = []
+    for plan, following in options:
+        dominated = any(
+            other.time_s <= plan.time_s
+            and other.iteration_s <= plan.iteration_s
+            and more >= following
+            and (other.time_s, other.iteration_s, -more)
+            != (plan.time_s, plan.iteration_s, -following)
+            for other, more in options
+        )
+        duplicate = any(
+            (other.time_s, other.iteration_s, more) == (plan.time_s, plan.iteration_s, following)
+            for other, more in kept
+        )
+        if not dominated and not duplicate:
+            kept.append((plan, following))
+    return kept

@@ -1,0 +1,89 @@
+"""The stage/mesh DP against exhaustive enumeration, and the pipeline formula by hand."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.inter_op import Candidate, best_pipeline, pipeline_time_s
+
+
+def test_pipeline_formula_by_hand() -> None:
+    stages = [
+        Candidate(first=k, last=k, devices=1, submesh=0, time_s=t, iteration_s=0.0, max_following=9)
+        for k, t in enumerate([1.0, 2.0, 3.0, 2.0])
+    ]
+    # 1 + 2 + 3 + 2 = 8, plus (10 - 1) x the slowest stage (3 s): 35 s.
+    assert pipeline_time_s(stages, microbatches=10) == 35.0
+
+
+def _exhaustive(
+    candidates: list[Candidate], num_layers: int, num_devices: int, microbatches: int
+) -> float | None:
+    """Every sequence of candidates that covers the layers in order with exactly all devices."""
+    best = None
+    by_first: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_first.setdefault(c.first, []).append(c)
+
+    def extend(first: int, devices: int, chosen: list[Candidate]) -> None:
+        nonlocal best
+        if first == num_layers:
+            if devices == 0:
+                stages = len(chosen)
+                if all(c.max_following >= stages - 1 - k for k, c in enumerate(chosen)):
+                    total = pipeline_time_s(chosen, microbatches)
+                    best = total if best is None else min(best, total)
+            return
+        for c in by_first.get(first, []):
+            if c.devices <= devices:
+                extend(c.last + 1, devices - c.devices, [*chosen, c])
+
+    extend(0, num_devices, [])
+    return best
+
+
+@st.composite
+def instances(draw: st.DrawFn) -> tuple[list[Candidate], int, int, int]:
+    num_layers = draw(st.integers(1, 6))
+    num_devices = draw(st.sampled_from([1, 2, 4, 8]))
+    submeshes = [n for n in (1, 2, 4, 8) if n <= num_devices]
+    time = st.integers(1, 40).map(lambda x: x / 4)
+    candidates = []
+    for first, last in itertools.combinations_with_replacement(range(num_layers), 2):
+        for index, devices in enumerate(submeshes):
+            if draw(st.booleans()) or devices == num_devices:
+                candidates.append(
+                    Candidate(
+                        first=first,
+                        last=last,
+                        devices=devices,
+                        submesh=index,
+                        time_s=draw(time),
+                        iteration_s=draw(st.integers(0, 4).map(lambda x: x / 8)),
+                        max_following=draw(st.integers(0, 6)),
+                        key=len(candidates),
+                    )
+                )
+    return candidates, num_layers, num_devices, draw(st.integers(1, 12))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(instances())
+def test_dp_equals_exhaustive_enumeration(
+    instance: tuple[list[Candidate], int, int, int],
+) -> None:
+    candidates, num_layers, num_devices, microbatches = instance
+    expected = _exhaustive(candidates, num_layers, num_devices, microbatches)
+    found = best_pipeline(candidates, num_layers, num_devices, microbatches)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    assert found.iteration_s == pytest.approx(expected)
+    assert pipeline_time_s(found.stages, microbatches) == pytest.approx(found.iteration_s)
+    assert sum(stage.devices for stage in found.stages) == num_devices
+    assert [s.first for s in found.stages] == [0] + [s.last + 1 for s in found.stages[:-1]]

@@ -1,0 +1,151 @@
+"""The full search (layers, stage/submesh DP, intra-op per stage) on models with known answers."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import MODELS, stacked_mlp_model
+
+from cost_models.cluster import Cluster, Gpu, Link
+from planner.layers import cluster_layers
+from planner.onnx_import import load_onnx
+from planner.options import PlanOptions
+from planner.pipeshard import pack_devices
+from planner.search import plan
+
+GiB = 2**30
+
+
+def cluster(hosts: int, gpus: int, inter_bandwidth: float, memory: int = 16 * GiB) -> Cluster:
+    return Cluster(
+        name="test",
+        hosts=hosts,
+        gpus_per_host=gpus,
+        gpu=Gpu("gpu", memory, (("float16", 100e12), ("float32", 20e12)), 1e12),
+        intra_host=Link(150e9, 5e-6),
+        inter_host=Link(inter_bandwidth, 20e-6),
+    )
+
+
+def stacked(tmp_path: Path, layers: int, hidden: int, batch: int) -> Path:
+    path = tmp_path / "stacked.onnx"
+    onnx.save(stacked_mlp_model(layers, hidden), str(path))
+    return path
+
+
+def test_layers_follow_the_exporter_name_scopes() -> None:
+    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=1)
+    layers = cluster_layers(graph)
+    assert [layer.name for layer in layers] == [f"transformer.h.{i}" for i in range(24)]
+    assert layers[0].start == 0 and layers[-1].stop == len(graph.ops)
+    assert all(a.stop == b.start for a, b in itertools.pairwise(layers))
+
+
+def test_requested_layer_count_balances_flops() -> None:
+    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=1)
+    layers = cluster_layers(graph, 6)
+    assert len(layers) == 6
+    flops = [sum(op.flops for op in graph.ops[layer.start : layer.stop]) for layer in layers]
+    mean = sum(flops) / 6
+    assert max(flops) <= 1.5 * mean
+
+
+def test_slow_inter_host_link_pipelines_across_hosts_and_shards_inside(tmp_path: Path) -> None:
+    # Big weights, 1 Gbit/s between hosts: data parallelism across hosts would all-reduce a
+    # gigabyte of gradients over the slow link every iteration, tensor parallelism across hosts
+    # would all-reduce activations over it in every layer; a pipeline sends one activation per
+    # microbatch across it.
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=4096, batch=512), batch_size=512)
+    result = plan(graph, cluster(2, 4, 1e9 / 8), PlanOptions(microbatches=8))
+    assert len(result.stages) >= 2
+    hosts_used = set()
+    for stage in result.stages:
+        hosts = {host for host, _ in stage.devices}
+        assert len(hosts) == 1  # no stage spans the slow link
+        hosts_used |= hosts
+        weights = [spec for name, spec in stage.shardings.items() if ".up" in name]
+        assert weights and all(spec != "RR" for spec in weights)  # tensor parallel inside
+    assert hosts_used == {0, 1}
+
+
+def test_fast_link_and_small_model_choose_one_data_parallel_stage(tmp_path: Path) -> None:
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=256, batch=16384), batch_size=16384)
+    result = plan(graph, cluster(2, 4, 400e9), PlanOptions(microbatches=1))
+    (stage,) = result.stages
+    assert len(stage.devices) == 8
+    # The batch is split over all eight GPUs; every weight is replicated.
+    whole_mesh = {(1, 8): "S1R", (8, 1): "S0R", (2, 4): "S01R", (4, 2): "S01R"}
+    assert stage.shardings["x"] == whole_mesh[stage.logical_mesh]
+    assert all(spec == "RR" for name, spec in stage.shardings.items() if name.startswith("layers"))
+    assert result.transfers == ()
+
+
+def test_too_big_for_data_parallel_still_plans_within_budget(tmp_path: Path) -> None:
+    # 4 layers x 2 x 4096 x 16384 float16 weights = 1 GiB of weights, 8 GiB of Adam state:
+    # more than a 4 GiB GPU holds unless the model is sharded or pipelined.
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=4096, batch=64), batch_size=64)
+    small = cluster(2, 4, 100e9, memory=4 * GiB)
+    result = plan(graph, small, PlanOptions(microbatches=4))
+    budget = 0.9 * 4 * GiB
+    assert all(stage.memory.peak_bytes <= budget for stage in result.stages)
+    assert result.estimate.peak_memory_bytes <= budget
+
+
+def test_gpipe_keeps_every_microbatch(tmp_path: Path) -> None:
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=64), batch_size=64)
+    one_f_one_b = plan(graph, cluster(2, 4, 1e9), PlanOptions(microbatches=8))
+    gpipe = plan(graph, cluster(2, 4, 1e9), PlanOptions(microbatches=8, schedule="gpipe"))
+    assert gpipe.settings.schedule == "gpipe"
+    if len(gpipe.stages) > 1 and len(one_f_one_b.stages) == len(gpipe.stages):
+        assert (
+            gpipe.stages[0].memory.activations_bytes
+            >= one_f_one_b.stages[0].memory.activations_bytes
+        )
+
+
+def test_transfers_list_boundary_tensors(tmp_path: Path) -> None:
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=4096, batch=512), batch_size=512)
+    result = plan(graph, cluster(2, 4, 1e9 / 8), PlanOptions(microbatches=8))
+    assert len(result.transfers) == len(result.stages) - 1
+    for transfer, stage in zip(result.transfers, result.stages[1:], strict=True):
+        # The residual stream enters each later stage: one microbatch of 64 samples, float16.
+        assert transfer.destination_stage == stage.index
+        assert transfer.source_stage == stage.index - 1
+        assert transfer.tensor == f"x{int(stage.layers[0].split('.')[1]) - 1}"
+        assert transfer.size_bytes == 64 * 4096 * 2
+        assert transfer.time_s > 0
+
+
+def test_pack_devices_whole_hosts_first_then_largest() -> None:
+    devices = pack_devices([(1, 2), (2, 4), (1, 2)], hosts=3, gpus_per_host=4)
+    assert devices == (
+        ((2, 0), (2, 1)),
+        tuple((h, g) for h in (0, 1) for g in range(4)),
+        ((2, 2), (2, 3)),
+    )
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_inference_plans(tmp_path: Path, objective: str) -> None:
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=64), batch_size=64)
+    result = plan(
+        graph, cluster(2, 4, 1e9), PlanOptions(mode="infer", microbatches=4, objective=objective)
+    )
+    assert result.settings.mode == "infer"
+    assert all(stage.time.backward_s == 0 for stage in result.stages)
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "gshard-moe-tiny", "wide-resnet-tiny", "mlp-tiny"])
+def test_every_small_example_pipelines_on_16_gpus(name: str) -> None:
+    graph = load_onnx(MODELS / f"{name}.onnx", batch_size=128)
+    result = plan(graph, cluster(2, 8, 25e9 / 8), PlanOptions(microbatches=4))
+    ops = [op for stage in result.stages for op in stage.ops]
+    assert sorted(ops) == sorted(op.name for op in graph.ops)  # every op in exactly one stage
+    devices = [d for stage in result.stages for d in stage.devices]
+    assert sorted(devices) == [(h, g) for h in range(2) for g in range(8)]
+    assert [layer.name for layer in result.layers] == [
+        name for stage in result.stages for name in stage.layers
+    ]

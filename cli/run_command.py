@@ -1,10 +1,214 @@
-"""`run`: apply a plan with the executor (issue 8). Registered on the main group."""
+"""`run`: apply a plan with the executor (issue 8). Registered on the main group.
+
+The executor (and jax) is imported only when `run` runs, so planning never needs it; without the
+`executor` extra, `run` says which extra to install. The CLI reads the model through the planner's
+importer to give the executor plain facts (fingerprint, op names and outputs) that the plan is
+checked against: the executor itself never imports the planner.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 import click
+
+from cli import exit_codes
+from cli.render import error_console
+from cost_models.units import format_bytes, format_seconds
+from planner.onnx_import import load_onnx
+from plans.errors import InputError
+from plans.io import read_plan
+
+_EXTRA_MODULES = ("jax", "jaxlib", "optax", "onnxruntime")
+INSTALL_HINT = "pip install 'alpa-plan[executor]'"
+
+
+def _parse_dims(values: Sequence[str]) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not name or not number.strip().isdigit():
+            raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
+        dims[name] = int(number)
+    return dims
+
+
+@click.command("run", epilog=exit_codes.EPILOG)
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training iterations, or inference passes over the batch.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of random inputs, labels and (graph-only models) weights.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "infer"]),
+    help="Train or run inference (default: the plan's mode).",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["mean", "cross-entropy"]),
+    default="mean",
+    show_default=True,
+    help="Training loss on the first graph output: its mean, or cross-entropy of "
+    "logits (last axis) against labels.",
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Of the plan's optimizer (Adam or SGD).",
+)
+@click.option(
+    "--inputs",
+    "inputs_path",
+    type=click.Path(dir_okay=False),
+    help="An .npz with an array per graph input (global batch), and `labels`.",
+)
+@click.option(
+    "--outputs",
+    "outputs_path",
+    type=click.Path(dir_okay=False),
+    help="Write an .npz: the graph outputs by name (infer) or `loss` per step (train).",
+)
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Bind a symbolic dimension other than the batch (as when planning).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Inference: compare the outputs with onnxruntime on the same weights.",
+)
+@click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="Multi-host: address of process 0 (else $ALPA_PLAN_COORDINATOR).",
+)
+@click.option(
+    "--num-processes",
+    type=click.IntRange(min=1),
+    help="Multi-host: one process per host (else $ALPA_PLAN_NUM_PROCESSES).",
+)
+@click.option(
+    "--process-id",
+    type=click.IntRange(min=0),
+    help="Multi-host: this process, = the plan's host id (else $ALPA_PLAN_PROCESS_ID).",
+)
+def run_command(
+    plan: str,
+    model: str,
+    steps: int,
+    seed: int,
+    mode: str | None,
+    loss: str,
+    learning_rate: float,
+    inputs_path: str | None,
+    outputs_path: str | None,
+    dims: tuple[str, ...],
+    check: bool,
+    coordinator: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+) -> int:
+    """Run MODEL (ONNX) as PLAN (JSON) says, with JAX/XLA: on GPUs, or on CPU virtual
+    devices."""
+    bound = _parse_dims(dims)
+    the_plan = read_plan(plan)
+    graph = load_onnx(model, batch_size=the_plan.settings.batch_size, dims=bound)
+    devices = sum(len(stage.devices) for stage in the_plan.stages)
+    try:
+        from executor.environment import use_host_devices
+
+        use_host_devices(devices)  # before jax starts: CPU runs get one virtual device per GPU
+        from executor import distributed
+        from executor.run import RunRequest
+        from executor.run import run as run_plan
+        from executor.stages import ModelFacts
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in _EXTRA_MODULES:
+            raise
+        # Printed here, not raised: main's console would read the hint's brackets as markup.
+        message = InputError(
+            "alpa-plan run",
+            "",
+            f"the executor extra ({INSTALL_HINT})",
+            f"no module named {error.name!r}",
+        )
+        error_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        return exit_codes.BAD_INPUT
+    facts = ModelFacts(
+        fingerprint=graph.fingerprint,
+        op_outputs={op.name: op.outputs for op in graph.ops},
+    )
+    console = error_console()
+    report = run_plan(
+        RunRequest(
+            plan_path=plan,
+            model_path=model,
+            mode=mode,
+            steps=steps,
+            seed=seed,
+            loss=loss,
+            learning_rate=learning_rate,
+            inputs_path=inputs_path,
+            outputs_path=outputs_path,
+            dims=bound,
+            check=check,
+            cluster=distributed.Cluster(coordinator, num_processes, process_id),
+        ),
+        facts=facts,
+        progress=lambda line: console.print(line, highlight=False),
+    )
+    console.print(
+        f"{report.mode}: {report.stages} stage(s) on {report.devices} {report.platform} "
+        f"device(s), {report.processes} process(es); step "
+        f"{format_seconds(report.steady_step_s)} (plan estimate "
+        f"{format_seconds(report.estimated_iteration_s)})",
+        highlight=False,
+    )
+    if report.peak_memory_bytes is not None:
+        console.print(
+            f"peak memory {format_bytes(report.peak_memory_bytes)} per device (plan estimate "
+            f"{format_bytes(report.estimated_peak_memory_bytes)})",
+            highlight=False,
+        )
+    for stage in report.collectives:
+        compiled = ", ".join(f"{kind} x{count}" for kind, count in sorted(stage.compiled.items()))
+        predicted = ", ".join(sorted(stage.predicted)) or "none"
+        console.print(
+            f"stage {stage.stage}: collectives compiled: {compiled or 'none'}; plan predicts: "
+            f"{predicted}",
+            highlight=False,
+        )
+    if report.losses:
+        console.print(f"loss: {report.losses[0]:.6g} -> {report.losses[-1]:.6g}", highlight=False)
+    if report.reference_error is not None:
+        console.print(
+            f"largest relative difference from onnxruntime: {report.reference_error:.3g}",
+            highlight=False,
+        )
+    if report.outputs_written:
+        console.print(f"wrote {report.outputs_written}", highlight=False)
+    sys.stderr.flush()
+    return exit_codes.OK
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to `group`."""
-    del group
+    group.add_command(run_command)

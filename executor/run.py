@@ -1,0 +1,186 @@
+"""`alpa-plan run`: apply a plan to a model and report what happened.
+
+`run(request, facts)` reads the plan, the model and the inputs, starts `jax.distributed` when
+the job has several processes, runs `steps` inference passes or training iterations, and returns
+a `RunReport` (losses, step times, collectives per stage, peak memory where the backend tells,
+and the largest relative difference from onnxruntime when asked). Only process 0 writes
+`--outputs`: for inference the graph outputs by name (of the last step), for training `loss`,
+the loss of every step.
+
+Inputs (`--inputs IN.npz`): one array per graph input, by name, of the plan's global batch;
+`labels` for the cross-entropy loss. Without a file, inputs are seeded random data of the right
+shapes and dtypes (token ids below the embedding's size), and labels random class ids.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from executor import distributed
+from executor.onnx_model import load_model
+from executor.reference import max_relative_error, reference_outputs
+from executor.runtime import PlanRuntime, RuntimeOptions, StageCollectives, timed
+from executor.stages import ModelFacts
+from executor.train import LOSSES
+from plans.errors import InputError
+from plans.io import read_plan
+
+MODES = ("train", "infer")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    plan_path: str
+    model_path: str
+    mode: str | None = None  # None: the plan's mode
+    steps: int = 1
+    seed: int = 0
+    loss: str = "mean"
+    learning_rate: float = 1e-3
+    inputs_path: str | None = None
+    outputs_path: str | None = None
+    dims: Mapping[str, int] = field(default_factory=dict)
+    check: bool = False  # compare inference outputs with onnxruntime
+    cluster: distributed.Cluster = field(default_factory=distributed.Cluster)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    mode: str
+    stages: int
+    devices: int
+    platform: str
+    processes: int
+    losses: tuple[float, ...]  # training: per step
+    step_times_s: tuple[float, ...]  # wall time of each step, the first includes compilation
+    collectives: tuple[StageCollectives, ...]
+    peak_memory_bytes: int | None  # the largest over the plan's devices; None on a CPU
+    estimated_iteration_s: float
+    estimated_peak_memory_bytes: int
+    reference_error: float | None  # max relative difference from onnxruntime (--check)
+    outputs_written: str | None
+
+    @property
+    def steady_step_s(self) -> float:
+        """Median step time without the first (compiling) step."""
+        later = self.step_times_s[1:] or self.step_times_s
+        return statistics.median(later)
+
+
+def run(
+    request: RunRequest,
+    facts: ModelFacts | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> RunReport:
+    if request.loss not in LOSSES:
+        raise InputError("--loss", "", f"one of {', '.join(LOSSES)}", repr(request.loss))
+    distributed.start(distributed.from_environment(request.cluster))  # before any jax work
+    processes = jax.process_count()
+    plan = read_plan(request.plan_path)
+    mode = request.mode or plan.settings.mode
+    if mode not in MODES:
+        raise InputError("--mode", "", f"one of {', '.join(MODES)}", repr(mode))
+    model = load_model(request.model_path)
+    runtime = PlanRuntime(
+        plan,
+        model,
+        RuntimeOptions(
+            mode=mode,
+            seed=request.seed,
+            loss=request.loss,
+            learning_rate=request.learning_rate,
+            dims=dict(request.dims),
+        ),
+        facts=facts,
+        plan_source=request.plan_path,
+    )
+    progress(f"bound {len(runtime.programs)} stage(s) to {_device_count(runtime)} device(s)")
+    inputs, labels = _inputs(runtime, request)
+    collectives = runtime.collectives()
+    losses: list[float] = []
+    times: list[float] = []
+    outputs: dict[str, np.ndarray] = {}
+    for step in range(request.steps):
+        if mode == "train":
+            loss, seconds = timed(lambda: runtime.train_step(inputs, labels))
+            losses.append(float(loss))
+            progress(f"step {step + 1}/{request.steps}: loss {loss:.6g} in {seconds:.3g} s")
+        else:
+            outputs, seconds = timed(lambda: runtime.infer(inputs))
+            progress(f"step {step + 1}/{request.steps}: inference in {seconds:.3g} s")
+        times.append(seconds)
+    error = None
+    if request.check and mode == "infer":
+        expected = reference_outputs(model, runtime.weights, inputs)
+        error = max(max_relative_error(outputs[name], expected[name]) for name in expected)
+    written = None
+    if request.outputs_path and jax.process_index() == 0:
+        if mode == "train":
+            np.savez(request.outputs_path, loss=np.asarray(losses, np.float64))
+        else:
+            np.savez(request.outputs_path, **outputs)
+        written = request.outputs_path
+    return RunReport(
+        mode=mode,
+        stages=len(runtime.programs),
+        devices=_device_count(runtime),
+        platform=jax.devices()[0].platform,
+        processes=processes,
+        losses=tuple(losses),
+        step_times_s=tuple(times),
+        collectives=collectives,
+        peak_memory_bytes=_peak_memory(runtime),
+        estimated_iteration_s=plan.estimate.iteration_time_s,
+        estimated_peak_memory_bytes=plan.estimate.peak_memory_bytes,
+        reference_error=error,
+        outputs_written=written,
+    )
+
+
+def _device_count(runtime: PlanRuntime) -> int:
+    return sum(len(program.devices) for program in runtime.programs)
+
+
+def _inputs(
+    runtime: PlanRuntime, request: RunRequest
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    if request.inputs_path is None:
+        inputs = runtime.random_inputs(request.seed)
+        labels = None
+    else:
+        path = Path(request.inputs_path)
+        if not path.is_file():
+            raise InputError(request.inputs_path, "", "an .npz file of inputs", "no such file")
+        try:
+            with np.load(path) as stored:
+                loaded = {name: stored[name] for name in stored.files}
+        except (OSError, ValueError) as error:
+            raise InputError(
+                request.inputs_path, "", "an .npz file of inputs", str(error)
+            ) from None
+        labels = loaded.pop("labels", None)
+        inputs = loaded
+    if request.loss == "cross-entropy" and labels is None:
+        shape = runtime.loss_output_shape()
+        batch_shape = (runtime.plan.settings.batch_size, *shape[1:-1])
+        rng = np.random.default_rng(request.seed + 1)
+        labels = rng.integers(0, shape[-1], batch_shape).astype(np.int32)
+    return inputs, labels
+
+
+def _peak_memory(runtime: PlanRuntime) -> int | None:
+    peaks = []
+    for mesh in runtime.meshes:
+        for device in mesh.devices.flat:
+            if device.process_index != jax.process_index():
+                continue
+            stats = device.memory_stats()
+            if stats and "peak_bytes_in_use" in stats:
+                peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks) if peaks else None

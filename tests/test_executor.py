@@ -1,0 +1,429 @@
+"""The executor runs plans on 8 CPU virtual devices and gives the unsharded model's numbers.
+
+Needs the `executor` extra (skipped without jax). XLA reads XLA_FLAGS when its CPU backend
+starts, so the flag is set here, before jax is first imported (no other test imports jax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+jax = pytest.importorskip("jax")
+pytest.importorskip("optax")
+pytest.importorskip("onnxruntime")
+
+from conftest import ROOT  # noqa: E402
+
+from cli.main import main  # noqa: E402
+from executor.onnx_model import load_model  # noqa: E402
+from executor.reference import max_relative_error, reference_outputs  # noqa: E402
+from executor.runtime import PlanRuntime, RuntimeOptions  # noqa: E402
+from executor.stages import ModelFacts  # noqa: E402
+from planner.onnx_import import load_onnx  # noqa: E402
+from plans.errors import InputError  # noqa: E402
+from plans.io import read_plan  # noqa: E402
+from plans.plan import Plan, frozen_map  # noqa: E402
+
+DATA = ROOT / "tests" / "data" / "executor"
+BATCH = 16
+TOLERANCE = 1e-4  # relative, float32
+
+CLUSTER = """\
+name: one-host-8
+hosts: 1
+gpus_per_host: 8
+gpu:
+  name: test-gpu
+  memory: 16 GiB
+  flops: {float16: 125 TFLOP/s, float32: 15.7 TFLOP/s}
+  memory_bandwidth: 900 GB/s
+links:
+  intra_host: {bandwidth: 150 GB/s, latency: 5 us}
+  inter_host: {bandwidth: 3.125 Gbit/s, latency: 20 us}
+"""
+
+
+@pytest.fixture(scope="module")
+def make_plan(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Plan a test model with the real planner on one host of 8 GPUs (float32): one stage
+    (`--intra-only`, one microbatch) unless the options say `--full-search`."""
+    if len(jax.devices()) < 8:  # here, not at collection: jax starts only if these tests run
+        pytest.skip("needs 8 devices (XLA_FLAGS was set after jax started)")
+    folder = tmp_path_factory.mktemp("plans")
+    cluster = folder / "cluster.yaml"
+    cluster.write_text(CLUSTER)
+    made: dict[tuple[str, ...], Path] = {}
+
+    def plan(model: str, *options: str) -> Path:
+        key = (model, *options)
+        if key not in made:
+            target = folder / f"{model}-{len(made)}.plan.json"
+            argv = [str(DATA / f"{model}.onnx"), str(cluster), "--batch-size", str(BATCH)]
+            argv += ["--dtype", "float32", "-o", str(target)]
+            if "--full-search" in options:
+                # In a child process: the inter-op search forks workers, which is unsafe in
+                # a process where jax's threads already run.
+                argv += [option for option in options if option != "--full-search"]
+                command = [sys.executable, "-m", "cli.main", *argv]
+                done = subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
+                assert done.returncode == 0, done.stderr
+            else:
+                assert main([*argv, "--intra-only", *options]) == 0
+            made[key] = target
+        return made[key]
+
+    return plan
+
+
+def facts(model: str) -> ModelFacts:
+    graph = load_onnx(DATA / f"{model}.onnx", batch_size=BATCH)
+    return ModelFacts(graph.fingerprint, {op.name: op.outputs for op in graph.ops})
+
+
+def runtime(plan: Plan, model: str, mode: str = "infer", **options: object) -> PlanRuntime:
+    return PlanRuntime(
+        plan,
+        load_model(DATA / f"{model}.onnx"),
+        RuntimeOptions(mode=mode, **options),  # type: ignore[arg-type]
+        facts=facts(model),
+    )
+
+
+def two_stages(plan: Plan, mesh: tuple[int, int], microbatches: int = 2) -> Plan:
+    """The one-stage plan cut into two stages of 4 devices: the ops split in half in
+    topological order, specs kept (the inter-op pass will make such plans)."""
+    (stage,) = plan.stages
+    half = len(stage.ops) // 2
+    stages = []
+    for index, ops in enumerate((stage.ops[:half], stage.ops[half:])):
+        stages.append(
+            dataclasses.replace(
+                stage,
+                index=index,
+                ops=ops,
+                devices=stage.devices[4 * index : 4 * index + 4],
+                logical_mesh=mesh,
+                strategies=frozen_map({op: stage.strategies[op] for op in ops}),
+            )
+        )
+    settings = dataclasses.replace(plan.settings, microbatches=microbatches)
+    return dataclasses.replace(plan, stages=tuple(stages), settings=settings)
+
+
+def one_device(plan: Plan) -> Plan:
+    """The same model unsharded: one stage on device (0, 0), one microbatch."""
+    stage = plan.stages[0]
+    ops = tuple(op for s in plan.stages for op in s.ops)
+    single = dataclasses.replace(
+        stage,
+        ops=ops,
+        devices=((0, 0),),
+        logical_mesh=(1, 1),
+        strategies=frozen_map({}),
+        shardings=frozen_map({}),
+    )
+    settings = dataclasses.replace(plan.settings, microbatches=1)
+    return dataclasses.replace(plan, stages=(single,), settings=settings)
+
+
+def with_specs(plan: Plan, model: str, specs: Mapping[str, str]) -> Plan:
+    """A one-stage plan whose tensors are replicated except `specs`, with every op's strategy
+    rewritten to match ('OUT = IN0 x IN1', the planner's format)."""
+    (stage,) = plan.stages
+    onnx_model = load_model(DATA / f"{model}.onnx")
+    ranks = {name: _rank(spec) for name, spec in stage.shardings.items()}
+    shardings = {name: specs.get(name, "R" * rank) for name, rank in ranks.items()}
+    shardings = {
+        name: "R" * (ranks[name] - 1) + "S1" if spec == LAST else spec
+        for name, spec in shardings.items()
+    }
+    strategies = {}
+    by_name = {node.name: node for node in onnx_model.nodes}
+    for op in stage.ops:
+        node = by_name[op]
+        outs = " ".join(shardings[name] for name in node.outputs if name in shardings)
+        ins = " x ".join(shardings[name] for name in node.inputs if name in shardings)
+        strategies[op] = f"{outs or '-'} = {ins or '-'}"
+    new = dataclasses.replace(
+        stage, shardings=frozen_map(shardings), strategies=frozen_map(strategies)
+    )
+    return dataclasses.replace(plan, stages=(new,))
+
+
+def _rank(spec: str) -> int:
+    return len(spec.replace("S01", "x").replace("S0", "x").replace("S1", "x"))
+
+
+def megatron_mlp_specs() -> dict[str, str]:
+    """mlp.onnx split Megatron-style over mesh axis 1: fc1 by columns, fc2 by rows."""
+    return {
+        "fc1.weight": "S1R",  # [out, in] (Gemm transB): output features split
+        "fc1.bias": "S1",
+        "linear": "RS1",
+        "relu": "RS1",
+        "fc2.weight": "RS1",  # [out, in]: the contracted features split
+    }
+
+
+def megatron_gpt_mlp_specs() -> dict[str, str]:
+    """Both transformer layers of gpt2.onnx with their MLP blocks split Megatron-style: c_fc by
+    columns, every tensor up to c_proj split on its last (hidden) dimension, c_proj by rows.
+    `LAST` stands for the spec that splits the last dimension over mesh axis 1."""
+    model = load_model(DATA / "gpt2.onnx")
+    specs: dict[str, str] = {}
+    inside = False
+    for node in model.nodes:
+        weights = [name for name in node.inputs if name.endswith(".weight")]
+        if any(name.endswith("mlp.c_fc.weight") for name in weights):
+            inside = True
+            specs[weights[0]] = "RS1"
+            specs[node.inputs[2]] = "S1"
+            specs[node.outputs[0]] = LAST
+        elif any(name.endswith("mlp.c_proj.weight") for name in weights):
+            inside = False
+            specs[weights[0]] = "S1R"
+        elif inside:
+            specs.update({name: LAST for name in node.outputs})
+    return specs
+
+
+LAST = "last"
+
+
+# --- inference against onnxruntime -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt2", "convnet"])
+def test_inference_under_the_planners_plan_matches_onnxruntime(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    plan = read_plan(make_plan(model, "--mode", "infer"))
+    assert len(plan.stages[0].devices) == 8
+    run = runtime(plan, model)
+    inputs = run.random_inputs(seed=1)
+    actual = run.infer(inputs)
+    expected = reference_outputs(run.model, run.weights, inputs)
+    for name, value in expected.items():
+        assert actual[name].shape == value.shape
+        assert max_relative_error(actual[name], value) < TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["gpt2", "convnet"])
+def test_the_planners_full_search_plan_runs_and_matches_onnxruntime(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    """Whatever stages, meshes and microbatches the inter-op search picks."""
+    plan = read_plan(make_plan(model, "--mode", "infer", "--full-search"))
+    run = runtime(plan, model)
+    inputs = run.random_inputs(seed=8)
+    actual = run.infer(inputs)
+    expected = reference_outputs(run.model, run.weights, inputs)
+    for name, value in expected.items():
+        assert max_relative_error(actual[name], value) < TOLERANCE
+
+
+@pytest.mark.parametrize("model, mesh", [("gpt2", (2, 2)), ("convnet", (1, 4)), ("mlp", (1, 4))])
+def test_a_pipeline_of_two_stages_of_four_devices_matches_onnxruntime(
+    make_plan: Callable[..., Path], model: str, mesh: tuple[int, int]
+) -> None:
+    plan = two_stages(read_plan(make_plan(model, "--mode", "infer")), mesh)
+    run = runtime(plan, model)
+    assert [len(p.devices) for p in run.programs] == [4, 4]
+    assert run.programs[1].inputs  # something crosses the stage boundary
+    inputs = run.random_inputs(seed=2)
+    actual = run.infer(inputs)
+    expected = reference_outputs(run.model, run.weights, inputs)
+    for name, value in expected.items():
+        assert max_relative_error(actual[name], value) < TOLERANCE
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    return max(max_relative_error(a[name], b[name]) for name in b)
+
+
+@pytest.mark.parametrize("shape", ["data-parallel", "megatron", "pipeline"])
+def test_one_sharded_training_step_updates_weights_as_one_device_does(
+    make_plan: Callable[..., Path], shape: str
+) -> None:
+    """SGD, so the updated weights compare the gradients themselves: Adam's first step is
+    lr * sign(g), which amplifies the rounding of gradients that are zero in exact arithmetic
+    (attention's key bias) to a full step either way."""
+    sgd = ("--optimizer", "sgd")
+    if shape == "data-parallel":
+        plan = read_plan(make_plan("gpt2", *sgd, "--force-data-parallel", "--microbatches", "2"))
+    elif shape == "megatron":
+        plan = with_specs(read_plan(make_plan("gpt2", *sgd)), "gpt2", megatron_gpt_mlp_specs())
+    else:
+        plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=2)
+    assert plan.settings.optimizer == "sgd"
+    options = {"loss": "cross-entropy", "learning_rate": 0.1}
+    sharded = runtime(plan, "gpt2", "train", **options)
+    single = runtime(one_device(plan), "gpt2", "train", **options)
+    inputs = sharded.random_inputs(seed=3)
+    labels = np.random.default_rng(4).integers(0, 64, (BATCH, 8))
+    before = single.parameters()
+    loss_sharded = sharded.train_step(inputs, labels)
+    loss_single = single.train_step(inputs, labels)
+    assert loss_sharded == pytest.approx(loss_single, rel=TOLERANCE)
+    after = single.parameters()
+    assert _relative(after, before) > 1e-3  # the step moved the weights
+    assert _relative(sharded.parameters(), after) < TOLERANCE
+
+
+def test_adam_steps_under_a_sharded_plan_follow_the_single_device_loss(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = read_plan(make_plan("gpt2", "--force-data-parallel", "--microbatches", "2"))
+    assert plan.settings.optimizer == "adam"
+    options = {"loss": "cross-entropy", "learning_rate": 1e-3}
+    sharded = runtime(plan, "gpt2", "train", **options)
+    single = runtime(one_device(plan), "gpt2", "train", **options)
+    inputs = sharded.random_inputs(seed=3)
+    labels = np.random.default_rng(4).integers(0, 64, (BATCH, 8))
+    for _ in range(3):
+        assert sharded.train_step(inputs, labels) == pytest.approx(
+            single.train_step(inputs, labels), rel=TOLERANCE
+        )
+
+
+def test_training_loss_decreases_over_20_steps(make_plan: Callable[..., Path]) -> None:
+    plan = read_plan(make_plan("mlp", "--force-data-parallel", "--microbatches", "2"))
+    run = runtime(plan, "mlp", "train", learning_rate=1e-2)
+    inputs = run.random_inputs(seed=5)
+    losses = [run.train_step(inputs) for _ in range(20)]
+    assert losses[-1] < losses[0] - 0.1
+    assert sum(b < a for a, b in itertools.pairwise(losses)) >= 15
+
+
+# --- collectives: what XLA inserted against what the plan predicts ---------------------------
+
+
+def test_data_parallel_inference_of_an_mlp_compiles_without_collectives(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = read_plan(make_plan("mlp", "--mode", "infer"))
+    batch_split = {name: "S01R" for name in ("x", "linear", "relu", "linear_1")}
+    plan = with_specs(plan, "mlp", batch_split)  # the batch over all 8 devices
+    (stage,) = runtime(plan, "mlp").collectives()
+    assert stage.predicted == frozenset()
+    assert stage.compiled == {}
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt2"])
+def test_megatron_split_compiles_to_all_reduce_only_as_the_plan_predicts(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    specs = megatron_mlp_specs() if model == "mlp" else megatron_gpt_mlp_specs()
+    plan = with_specs(read_plan(make_plan(model, "--mode", "infer")), model, specs)
+    run = runtime(plan, model)
+    (stage,) = run.collectives()
+    assert stage.predicted == {"all-reduce"}
+    assert set(stage.compiled) == {"all-reduce"}
+    # One all-reduce per row-split matmul: one MLP, or one per transformer layer.
+    assert stage.compiled["all-reduce"] == (1 if model == "mlp" else 2)
+    inputs = run.random_inputs(seed=6)
+    expected = reference_outputs(run.model, run.weights, inputs)
+    actual = run.infer(inputs)
+    assert max(max_relative_error(actual[n], expected[n]) for n in expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt2", "convnet"])
+def test_the_planners_own_plans_compile_to_the_collectives_they_predict(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    plan = read_plan(make_plan(model, "--mode", "infer"))
+    for stage in runtime(plan, model).collectives():
+        assert stage.agree, stage
+
+
+# --- plans that do not fit the model ---------------------------------------------------------
+
+
+def test_a_plan_for_another_model_is_refused_by_fingerprint(
+    make_plan: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = make_plan("gpt2", "--mode", "infer")
+    assert main(["run", str(plan), str(DATA / "mlp.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "model.fingerprint: expected the fingerprint of" in error
+    assert "the plan was made for another model" in error
+
+
+def test_a_plan_missing_an_op_is_refused_naming_it(make_plan: Callable[..., Path]) -> None:
+    plan = read_plan(make_plan("mlp", "--mode", "infer"))
+    stage = dataclasses.replace(plan.stages[0], ops=plan.stages[0].ops[:-1])
+    with pytest.raises(InputError, match=r"no stage for 'node_linear_1'"):
+        runtime(dataclasses.replace(plan, stages=(stage,)), "mlp")
+
+
+def test_a_plan_with_an_op_the_model_lacks_is_refused(make_plan: Callable[..., Path]) -> None:
+    plan = read_plan(make_plan("mlp", "--mode", "infer"))
+    stage = dataclasses.replace(plan.stages[0], ops=(*plan.stages[0].ops, "node_extra"))
+    with pytest.raises(InputError, match=r"stages\[0\]\.ops: .*'node_extra', which it does not"):
+        runtime(dataclasses.replace(plan, stages=(stage,)), "mlp")
+
+
+def test_a_spec_of_the_wrong_rank_is_refused(make_plan: Callable[..., Path]) -> None:
+    plan = read_plan(make_plan("mlp", "--mode", "infer"))
+    shardings = dict(plan.stages[0].shardings, relu="S1RR")
+    stage = dataclasses.replace(plan.stages[0], shardings=frozen_map(shardings))
+    with pytest.raises(InputError, match=r"shardings\.relu: expected a spec of rank 2"):
+        runtime(dataclasses.replace(plan, stages=(stage,)), "mlp")
+
+
+def test_stages_out_of_topological_order_are_refused(make_plan: Callable[..., Path]) -> None:
+    plan = two_stages(read_plan(make_plan("mlp", "--mode", "infer")), (1, 4))
+    swapped = tuple(
+        dataclasses.replace(stage, ops=other.ops, strategies=other.strategies)
+        for stage, other in zip(plan.stages, reversed(plan.stages), strict=True)
+    )
+    with pytest.raises(InputError, match="contiguous runs of ops in topological order"):
+        runtime(dataclasses.replace(plan, stages=swapped), "mlp")
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_run_command_writes_outputs_and_losses(
+    make_plan: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = make_plan("convnet", "--mode", "infer")
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.random.default_rng(7).standard_normal((BATCH, 3, 8, 8), np.float32))
+    outputs = tmp_path / "out.npz"
+    argv = ["run", str(plan), str(DATA / "convnet.onnx"), "--inputs", str(inputs)]
+    assert main([*argv, "--outputs", str(outputs), "--check"]) == 0
+    assert "largest relative difference from onnxruntime" in capsys.readouterr().err
+    with np.load(outputs) as saved:
+        assert saved["linear"].shape == (BATCH, 10)
+    losses = tmp_path / "loss.npz"
+    argv += ["--mode", "train", "--steps", "3", "--outputs", str(losses)]
+    assert main(argv) == 0
+    with np.load(losses) as saved:
+        assert saved["loss"].shape == (3,)
+
+
+def test_run_without_the_executor_extra_names_the_extra(make_plan: Callable[..., Path]) -> None:
+    plan = make_plan("mlp", "--mode", "infer")
+    code = (
+        "import sys; sys.modules['jax'] = None; from cli.main import main; "
+        f"sys.exit(main(['run', {str(plan)!r}, {str(DATA / 'mlp.onnx')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'alpa-plan[executor]'" in result.stderr

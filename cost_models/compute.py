@@ -1,12 +1,18 @@
-"""Compute time of one op on one GPU: the roofline.
+"""Compute time of one op on one GPU.
+
+The planner asks a `ComputeModel` for the time of each op on its local (sharded) shapes. The
+default is the roofline,
 
     time_s = max(flops / peak_flops, bytes_moved / memory_bandwidth)
 
 with the GPU's datasheet peak for the compute dtype and its memory bandwidth (cluster YAML).
-A calibration file (a later issue) replaces the peaks with measured curves.
+A calibration measured on the hardware replaces it with fitted curves.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
 
 from cost_models.cluster import Gpu
 
@@ -21,3 +27,29 @@ BACKWARD_RATIO_MEMORY_BOUND = 1.0
 def roofline_s(flops: float, bytes_moved: float, gpu: Gpu, dtype: str) -> float:
     """Seconds for `flops` and `bytes_moved` on `gpu` with math in `dtype`."""
     return max(flops / gpu.peak_flops(dtype), bytes_moved / gpu.memory_bandwidth_bytes_per_s)
+
+
+class ComputeModel(Protocol):
+    """What one op costs on one GPU."""
+
+    def op_time_s(self, op_type: str, flops: float, bytes_moved: float, dtype: str) -> float:
+        """Seconds for an op of ONNX type `op_type` doing `flops` and moving `bytes_moved`."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the plan's record: which model, measured where."""
+        ...
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The datasheet roofline of `gpu` (no calibration)."""
+
+    gpu: Gpu
+
+    def op_time_s(self, op_type: str, flops: float, bytes_moved: float, dtype: str) -> float:
+        del op_type
+        return roofline_s(flops, bytes_moved, self.gpu, dtype)
+
+    def describe(self) -> str:
+        return f"roofline of {self.gpu.name} (datasheet peaks)"

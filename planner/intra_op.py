@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Gpu
+from cost_models.compute import ComputeModel
 from cost_models.mesh import LogicalMesh
 from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
 from planner.intra_op_ilp import (
@@ -49,6 +50,7 @@ class IntraOpSettings:
     relative_gap: float = 1e-4
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     reshard_rules: ReshardRules = field(default_factory=ReshardRules)
+    compute: ComputeModel | None = None  # None: the GPU's roofline
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def enumerate_strategies(
         optimizer=settings.optimizer,
         training=settings.training,
         options=settings.strategy_options,
+        compute=settings.compute,
     )
     owned = owned_parameters(ops, tensors)
     saved = saved_for_backward(ops, tensors) if settings.training else frozenset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cost_models.compute import ComputeModel
 from planner.reshard import ReshardRules
 from planner.strategies import StrategyOptions
 
@@ -37,6 +38,8 @@ class PlanOptions:
     ilp_relative_gap: float = 1e-4
     strategy: StrategyOptions = field(default_factory=StrategyOptions)
     reshard: ReshardRules = field(default_factory=ReshardRules)
+    # How op compute time is estimated; None: the GPU's datasheet roofline.
+    compute: ComputeModel | None = None
 
     @property
     def training(self) -> bool:
@@ -57,4 +60,5 @@ class PlanOptions:
             "force_batch_dim_to_mesh_dim": self.strategy.force_batch_dim_to_mesh_dim,
             "allow_all_to_all": self.reshard.allow_all_to_all,
             "allow_all_gather": self.reshard.allow_all_gather,
+            "compute_model": None if self.compute is None else self.compute.describe(),
         }

@@ -116,6 +116,7 @@ def intra_op_settings(
         relative_gap=options.ilp_relative_gap,
         strategy_options=options.strategy,
         reshard_rules=options.reshard,
+        compute=options.compute,
     )
 
 

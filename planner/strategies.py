@@ -42,7 +42,8 @@ from cost_models.collectives import (
 from cost_models.compute import (
     BACKWARD_RATIO_CONTRACTION,
     BACKWARD_RATIO_MEMORY_BOUND,
-    roofline_s,
+    ComputeModel,
+    Roofline,
 )
 from cost_models.memory import parameter_state
 from cost_models.mesh import LogicalMesh, MeshAxis
@@ -71,6 +72,11 @@ class CostContext:
     optimizer: str
     training: bool
     options: StrategyOptions = field(default_factory=StrategyOptions)
+    compute: ComputeModel | None = None  # None: the GPU's roofline
+
+    @property
+    def compute_model(self) -> ComputeModel:
+        return self.compute if self.compute is not None else Roofline(self.gpu)
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,9 @@ def _priced(
             local[name] = _local(tensors[name], spec, shape)
 
     read, written = op_traffic_bytes(op, local)
-    forward_s = roofline_s(op_flops(op, local), read + written, context.gpu, context.dtype)
+    forward_s = context.compute_model.op_time_s(
+        op.op_type, op_flops(op, local), read + written, context.dtype
+    )
     backward_s = backward_ratio(op) * forward_s if context.training else 0.0
 
     # Forward: partial sums of split contracted labels.

@@ -12,8 +12,9 @@ import time
 from collections.abc import Mapping, Sequence
 
 import click
+from rich.markup import escape
 
-from cli import exit_codes, inspect_commands, run_command
+from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
 from cli.render import error_console, print_plan_summary, progress_bar
 from cost_models.cluster_yaml import load_cluster
 from planner import __version__
@@ -218,7 +219,7 @@ def plan_command(
     else:
         write_text_atomically(text, target)
     for warning in [*graph.warnings, *plan_warnings(result)]:
-        error_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
+        error_console().print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     print_plan_summary(
         result, written_to=None if target == "-" else target, seconds=time.perf_counter() - started
     )
@@ -227,6 +228,8 @@ def plan_command(
 
 inspect_commands.register(cli)
 run_command.register(cli)
+profile_command.register(cli)
+compare_command.register(cli)
 
 
 def plan_warnings(plan: Plan) -> list[str]:
@@ -265,10 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("aborted", highlight=False)
         return exit_codes.BAD_INPUT
     except InputError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return exit_codes.BAD_INPUT
     except InfeasibleError as error:
-        console.print(f"[red]does not fit:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]does not fit:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
         return exit_codes.INFEASIBLE
     except KeyboardInterrupt:
         return 130
@@ -276,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("ALPA_PLAN_DEBUG"):
             raise
         console.print(
-            f"[red]internal error:[/] {type(error).__name__}: {error} "
+            f"[red]internal error:[/] {type(error).__name__}: {escape(str(error))} "
             "(a bug in alpa-plan; rerun with ALPA_PLAN_DEBUG=1 for the traceback and report it)",
             highlight=False,
             soft_wrap=True,

@@ -333,7 +333,9 @@ def _fold_once(
     values: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
         value = _embedded_value(init)
-        if value is not None:
+        # Weights are never folded: an op on a weight (a tied embedding's transpose) is work
+        # the model does, and the weight stays a trained parameter.
+        if value is not None and _initializer_kind(init, False, False) is not TensorKind.PARAMETER:
             values[init.name] = value
     opsets = {entry.domain or "": entry.version for entry in model.opset_import}
     folded_nodes: list[int] = []

@@ -60,5 +60,5 @@ class PlanOptions:
             "force_batch_dim_to_mesh_dim": self.strategy.force_batch_dim_to_mesh_dim,
             "allow_all_to_all": self.reshard.allow_all_to_all,
             "allow_all_gather": self.reshard.allow_all_gather,
-            "compute_model": None if self.compute is None else self.compute.describe(),
+            "compute_model": "roofline" if self.compute is None else self.compute.describe(),
         }

@@ -125,8 +125,10 @@ def run_tasks(
     jobs: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[T]:
-    """Run `function(*args)` for each task, in order of the results, `jobs` processes at a
-    time (forked, so the arguments need no pickling; results come back pickled)."""
+    """`function(*args)` for each task, results in task order, `jobs` processes at a time.
+
+    Worker processes come from a fork server (a clean process, safe even when the caller has
+    started threads, as JAX does); tasks and results travel pickled."""
     if progress is not None:
         progress(0, len(tasks))
     if jobs <= 1 or len(tasks) <= 1:
@@ -136,28 +138,19 @@ def run_tasks(
             if progress is not None:
                 progress(done, len(tasks))
         return results
-    global _FORKED_TASKS
-    _FORKED_TASKS = list(tasks)
-    context = multiprocessing.get_context("fork")
-    try:
-        with context.Pool(min(jobs, len(tasks))) as pool:
-            results_by_index: dict[int, T] = {}
-            for done, (index, result) in enumerate(
-                pool.imap_unordered(_run_forked_task, range(len(tasks))), start=1
-            ):
-                results_by_index[index] = result  # type: ignore[assignment]
-                if progress is not None:
-                    progress(done, len(tasks))
-    finally:
-        _FORKED_TASKS = []
+    context = multiprocessing.get_context("forkserver")
+    results_by_index: dict[int, T] = {}
+    with context.Pool(min(jobs, len(tasks))) as pool:
+        indexed = [(index, function, args) for index, (function, args) in enumerate(tasks)]
+        for done, (index, result) in enumerate(pool.imap_unordered(_run_task, indexed), start=1):
+            results_by_index[index] = result
+            if progress is not None:
+                progress(done, len(tasks))
     return [results_by_index[index] for index in range(len(tasks))]
 
 
-_FORKED_TASKS: list[tuple[Callable[..., object], tuple[object, ...]]] = []
-
-
-def _run_forked_task(index: int) -> tuple[int, object]:
-    function, args = _FORKED_TASKS[index]
+def _run_task(task: tuple[int, Callable[..., T], tuple[object, ...]]) -> tuple[int, T]:
+    index, function, args = task
     return index, function(*args)
 
 

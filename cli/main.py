@@ -241,12 +241,16 @@ def plan_warnings(plan: Plan) -> list[str]:
         warnings.append(
             "op types without a sharding rule run replicated: " + ", ".join(map(str, fallback))
         )
-    for mesh in plan.search.get("meshes") or ():
-        if isinstance(mesh, dict | Mapping) and mesh.get("status") == "time limit":
+    meshes = plan.search.get("meshes") or ()
+    for mesh in meshes if isinstance(meshes, tuple | list) else ():
+        if isinstance(mesh, Mapping) and mesh.get("status") == "time limit":
             warnings.append(
                 f"the ILP for logical mesh {mesh.get('logical_mesh')} hit --ilp-time-limit; "
                 f"kept its best plan (gap {mesh.get('mip_gap')})"
             )
+    timeouts = plan.search.get("layer_ilps_at_time_limit")
+    if isinstance(timeouts, int) and timeouts:
+        warnings.append(f"{timeouts} layer ILPs hit --ilp-time-limit; their best plans were kept")
     return warnings
 
 

@@ -27,8 +27,9 @@ from planner.strategies import Strategy
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
 
-# Microbatch counts tried when --microbatches is not given (those that divide the batch).
-MICROBATCH_CANDIDATES = (1, 4, 16, 64)
+# Microbatch counts tried when --microbatches is not given (those that divide the batch):
+# powers of four, each a full cost table, rather than every divisor of the batch.
+MICROBATCH_CANDIDATES = (1, 4, 16, 64, 256)
 # Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
 # first, "latency" by the sum of the stages.
 _THROUGHPUT_WEIGHT = 1e6

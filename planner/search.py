@@ -177,6 +177,7 @@ def plan_pipeshard(
         "submeshes": submesh_shapes(cluster, options.submesh_space),
         "microbatches": tuple(tried),
         "layer_ilps": choice.table.solves,
+        "layer_ilps_at_time_limit": choice.table.timeouts,
         "replicated_fallback": fallback_op_types(typed),
     }
     return assemble_plan(

@@ -229,6 +229,7 @@ class StageCostTable:
             for pair, edges in self._cross.items()
         }
         self.solves = 0  # single-layer ILPs solved so far
+        self.timeouts = 0  # of which stopped at the time limit (best incumbent kept)
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
 
     # --- single layers -------------------------------------------------------------------
@@ -277,6 +278,11 @@ class StageCostTable:
         for (index, submesh), plans in zip(todo, run_tasks(tasks, jobs, progress), strict=True):
             self._solved[(self.fingerprints[index], submesh)] = plans
             self.solves += sum(len(levels) for levels in plans.values())
+            self.timeouts += sum(
+                plan.sharding.solution.status == "time limit"
+                for levels in plans.values()
+                for plan in levels
+            )
 
     def _shapes_to_refine(self, submesh: tuple[int, int]) -> frozenset[tuple[int, int]]:
         """The logical shapes of `submesh` worth tighter memory levels."""

@@ -59,7 +59,9 @@ CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"
 class StrategyOptions:
     """Switches in the spirit of Alpa's AutoShardingOption."""
 
-    zero: str = "auto"  # "auto": the ILP may pick ZeRO variants; "on": always; "off": never
+    # "auto": the ILP may pick ZeRO variants; "on": always one of them; "off": never;
+    # "zero2" / "zero3": always that variant (the baselines of `planner/baselines.py`).
+    zero: str = "auto"
     force_data_parallel: bool = False  # split only the batch, over every axis
     force_batch_dim_to_mesh_dim: int | None = None  # the batch goes on this mesh axis
 
@@ -352,7 +354,8 @@ def _with_parameter_state(
 
     variants = []
     can_shard = any(piece.replicated_axes for piece in parameters)
-    if context.options.zero != "on" or not can_shard:
+    zero = context.options.zero
+    if zero in ("auto", "off") or not can_shard:
         variants.append(
             replace(
                 plain,
@@ -363,7 +366,7 @@ def _with_parameter_state(
                 update_s=sum(p.elements for p in parameters) * update_bytes * seconds_per_byte,
             )
         )
-    if context.options.zero == "off" or not can_shard:
+    if zero == "off" or not can_shard:
         return variants
     reduce_scatter = sum(
         reduce_scatter_over_s(p.elements * state.gradients, _axes(mesh, p.summed_axes))
@@ -375,28 +378,28 @@ def _with_parameter_state(
     )
     sharded_elements = sum(sharded(p) for p in parameters)
     update_s = sharded_elements * update_bytes * seconds_per_byte
-    variants.append(
-        replace(
-            plain,
-            name=plain.name + " zero2",
-            gradient_sync_s=reduce_scatter + gather,
-            update_s=update_s,
-            gradient_bytes=round(sharded_elements * state.gradients),
-            optimizer_bytes=round(sharded_elements * state.optimizer),
-        )
+    zero2 = replace(
+        plain,
+        name=plain.name + " zero2",
+        gradient_sync_s=reduce_scatter + gather,
+        update_s=update_s,
+        gradient_bytes=round(sharded_elements * state.gradients),
+        optimizer_bytes=round(sharded_elements * state.optimizer),
     )
     passes = 2  # the weights are gathered for the forward and again for the backward
-    variants.append(
-        replace(
-            plain,
-            name=plain.name + " zero3",
-            communication_s=plain.communication_s + passes * gather + reduce_scatter,
-            update_s=update_s,
-            parameter_bytes=round(sharded_elements * state.weights),
-            gradient_bytes=round(sharded_elements * state.gradients),
-            optimizer_bytes=round(sharded_elements * state.optimizer),
-        )
+    zero3 = replace(
+        plain,
+        name=plain.name + " zero3",
+        communication_s=plain.communication_s + passes * gather + reduce_scatter,
+        update_s=update_s,
+        parameter_bytes=round(sharded_elements * state.weights),
+        gradient_bytes=round(sharded_elements * state.gradients),
+        optimizer_bytes=round(sharded_elements * state.optimizer),
     )
+    if zero != "zero3":
+        variants.append(zero2)
+    if zero != "zero2":
+        variants.append(zero3)
     return variants
 
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
 from cli.render import error_console, print_plan_summary, progress_bar
-from cost_models.cluster_yaml import load_cluster
+from cost_models.cluster_yaml import load_calibration, load_cluster
 from planner import __version__
 from planner.onnx_import import load_onnx
 from planner.options import DTYPES, MODES, OBJECTIVES, SCHEDULES, SUBMESH_SPACES, PlanOptions
@@ -123,6 +123,12 @@ def _parse_dims(values: Sequence[str]) -> dict[str, int]:
     help="Inference only: the slowest stage (throughput) or the sum of stages (latency).",
 )
 @click.option(
+    "--remat",
+    is_flag=True,
+    help="Rematerialise each layer in the backward (activation checkpointing): keep only "
+    "layer inputs, pay one more forward.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
@@ -149,6 +155,12 @@ def _parse_dims(values: Sequence[str]) -> dict[str, int]:
     type=click.Choice(["0", "1"]),
     help="Put the batch on this logical mesh axis.",
 )
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    help="Measured costs (`alpa-plan profile`) in place of the datasheet roofline. Default: "
+    "the cluster YAML's `calibration:` file, if any.",
+)
 def plan_command(
     model: str,
     cluster: str,
@@ -166,6 +178,7 @@ def plan_command(
     layers: int | None,
     submesh_space: str,
     objective: str,
+    remat: bool,
     jobs: int | None,
     ilp_time_limit: float,
     zero: bool | None,
@@ -173,10 +186,16 @@ def plan_command(
     no_all_to_all: bool,
     no_all_gather: bool,
     force_batch_dim_to_mesh_dim: str | None,
+    calibration: str | None,
 ) -> int:
     """Plan MODEL (ONNX) on CLUSTER (YAML) and write the plan as JSON."""
     started = time.perf_counter()
     cluster_spec = load_cluster(cluster, hosts=hosts)
+    calibration_path = calibration or cluster_spec.calibration_path
+    measured = None if calibration_path is None else load_calibration(calibration_path)
+    if measured is not None:  # measured links replace the YAML's; other dtypes scale by its peaks
+        measured = measured.with_reference_gpu(cluster_spec.gpu)
+        cluster_spec = measured.with_links(cluster_spec)
     if dtype not in cluster_spec.gpu.dtypes:
         raise InputError(
             cluster,
@@ -197,6 +216,7 @@ def plan_command(
         layers=layers,
         submesh_space=submesh_space,
         objective=objective,
+        remat=remat,
         ilp_time_limit_s=ilp_time_limit,
         strategy=StrategyOptions(
             zero="auto" if zero is None else ("on" if zero else "off"),
@@ -208,6 +228,7 @@ def plan_command(
         reshard=ReshardRules(
             allow_all_to_all=not no_all_to_all, allow_all_gather=not no_all_gather
         ),
+        compute=measured,
     )
     with progress_bar() as progress:
         result = make_plan(graph, cluster_spec, options, progress, jobs or os.cpu_count() or 1)

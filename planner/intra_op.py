@@ -51,6 +51,7 @@ class IntraOpSettings:
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     reshard_rules: ReshardRules = field(default_factory=ReshardRules)
     compute: ComputeModel | None = None  # None: the GPU's roofline
+    remat: bool = False  # recompute the forward in the backward (see PlanOptions.remat)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class StageSharding:
     optimizer_bytes: int
     activation_bytes: int  # all in-flight microbatches
     solution: StrategySolution
+    # One microbatch of the activations the ops read from outside them (a layer's inputs):
+    # all that rematerialisation keeps from the forward pass.
+    boundary_bytes: int = 0
 
     @property
     def microbatch_s(self) -> float:
@@ -123,6 +127,7 @@ def enumerate_strategies(
         training=settings.training,
         options=settings.strategy_options,
         compute=settings.compute,
+        remat=settings.remat,
     )
     owned = owned_parameters(ops, tensors)
     saved = saved_for_backward(ops, tensors) if settings.training else frozenset()
@@ -370,6 +375,19 @@ def _read_back(
                 source_spec = source.output_specs[producer[name].outputs.index(name)]
                 resharding_s += reshard(name, source_spec, spec) / settings.microbatches
     strategies_chosen = list(chosen.values())
+    boundary = {
+        name: spec
+        for op in ops
+        for name, spec in zip(op.inputs, chosen[op.name].input_specs, strict=True)
+        if name
+        and spec is not None
+        and name not in producer
+        and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT)
+    }
+    boundary_bytes = sum(
+        replace(tensors[name], shape=spec.local_shape(tensors[name].shape, mesh.shape)).size_bytes
+        for name, spec in boundary.items()
+    )
     return StageSharding(
         mesh=mesh,
         strategies=chosen,
@@ -383,4 +401,5 @@ def _read_back(
         optimizer_bytes=sum(s.optimizer_bytes for s in strategies_chosen),
         activation_bytes=settings.in_flight * sum(s.activation_bytes for s in strategies_chosen),
         solution=solution,
+        boundary_bytes=boundary_bytes,
     )

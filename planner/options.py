@@ -29,6 +29,9 @@ class PlanOptions:
     layers: int | None = None  # None: from the model's name scopes, or chosen by FLOPs
     submesh_space: str = "power-of-two"
     objective: str = "throughput"  # inference only: "throughput" or "latency"
+    # Rematerialisation (activation checkpointing) per layer, as Alpa's benchmarks use: keep
+    # only each layer's inputs from the forward pass, recompute the rest in the backward.
+    remat: bool = False
     # Share of GPU memory the plan may fill; the rest is left to the framework, the CUDA
     # context and fragmentation (Alpa's default memory budget is likewise below 100 %).
     memory_fraction: float = 0.9
@@ -51,6 +54,7 @@ class PlanOptions:
             "search": self.search,
             "layers": self.layers,
             "submesh_space": self.submesh_space,
+            "remat": self.remat,
             "objective": self.objective if not self.training else None,
             "memory_fraction": self.memory_fraction,
             "ilp_time_limit_s": self.ilp_time_limit_s,

@@ -174,7 +174,7 @@ def build_stages(
         parameters = sum(s.parameter_bytes for s in shardings)
         gradients = sum(s.gradient_bytes for s in shardings)
         optimizer = sum(s.optimizer_bytes for s in shardings)
-        activations = holds * sum(s.activation_bytes for s in shardings)
+        activations = plan.activation_bytes(holds)
         stages.append(
             Stage(
                 index=index,

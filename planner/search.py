@@ -36,7 +36,7 @@ from planner.pipeshard import (
     search_pipelines,
 )
 from planner.stage_costs import submesh_shapes
-from plans.errors import InfeasibleError
+from plans.errors import InfeasibleError, InputError
 from plans.plan import (
     ClusterInfo,
     Estimate,
@@ -117,6 +117,7 @@ def intra_op_settings(
         strategy_options=options.strategy,
         reshard_rules=options.reshard,
         compute=options.compute,
+        remat=options.remat,
     )
 
 
@@ -135,6 +136,10 @@ def plan(
         raise InfeasibleError(
             f"the batch of {graph.batch_size} does not split into {options.microbatches} "
             "equal microbatches"
+        )
+    if options.search == "intra-only" and options.remat:
+        raise InputError(
+            "--remat", "", "the full search (rematerialisation works per layer)", "--intra-only"
         )
     if options.search == "intra-only":
         return plan_intra_only(

@@ -14,8 +14,9 @@ logical mesh and memory level, instead of one per range):
    tensors it receives from earlier stages (point-to-point over the link between the stages,
    forward and, when training, the gradient back);
 3. its memory per device is the sum of the layers' parameter state plus `in_flight` times
-   their kept activations; the most microbatches it can hold decides how many stages may
-   follow it (1F1B: stage k of S holds min(S - k, B)).
+   their kept activations (with rematerialisation: only each layer's inputs, plus one layer's
+   activations rebuilt during the backward); the most microbatches it can hold decides how
+   many stages may follow it (1F1B: stage k of S holds min(S - k, B)).
 
 Approximations, stated: ranges use one memory level for all their layers; the link between
 two stages is the inter-host link when the receiving submesh spans whole hosts, otherwise the
@@ -174,17 +175,21 @@ class RangePlan:
     time_s: float  # one microbatch, with in-range resharding and incoming transfers
     iteration_s: float
     state_bytes: int
-    activation_bytes: int  # one microbatch
+    kept_bytes: int  # activations held per microbatch in flight
+    transient_bytes: int  # held once, whatever the microbatches (remat: one layer's forward)
     resharding_s: float  # part of time_s: between layers of the range
     transfer_s: float  # part of time_s: receiving from earlier stages
 
+    def activation_bytes(self, in_flight: int) -> int:
+        return in_flight * self.kept_bytes + self.transient_bytes
+
     def max_in_flight(self, budget_bytes: float) -> int:
-        spare = budget_bytes - self.state_bytes
-        if spare < self.activation_bytes:
+        spare = budget_bytes - self.state_bytes - self.transient_bytes
+        if spare < self.kept_bytes:
             return 0
-        if self.activation_bytes == 0:
+        if self.kept_bytes == 0:
             return UNLIMITED_IN_FLIGHT
-        return int(spare // self.activation_bytes)
+        return int(spare // self.kept_bytes)
 
 
 @dataclass(frozen=True)
@@ -294,11 +299,11 @@ class StageCostTable:
                 continue
             shardings = [plans[0].sharding for plans in firsts]
             time_s = sum(s.microbatch_s for s in shardings)
-            memory = sum(
-                s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes
-                + self.settings.microbatches * s.activation_bytes
-                for s in shardings
-            )  # fmt: skip
+            memory = (
+                sum(s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes for s in shardings)
+                + self.settings.microbatches * self._kept_bytes(shardings)
+                + self._transient_bytes(shardings)
+            )
             fastest = min(fastest, time_s)
             needs[shape] = (time_s, memory)
         return frozenset(
@@ -404,7 +409,8 @@ class StageCostTable:
                         state_bytes=sum(
                             s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes for s in layers
                         ),
-                        activation_bytes=sum(s.activation_bytes for s in layers),
+                        kept_bytes=self._kept_bytes(layers),
+                        transient_bytes=self._transient_bytes(layers),
                         resharding_s=resharding,
                         transfer_s=transfer,
                     )
@@ -418,6 +424,17 @@ class StageCostTable:
         same fingerprint) and its strategies by op position."""
         plan = self.layer_plans(index, submesh, shape)[level]
         return plan.sharding, plan.strategies
+
+    def _kept_bytes(self, layers: Sequence[StageSharding]) -> int:
+        """Activations a range holds per microbatch in flight: every saved tensor, or with
+        rematerialisation only each layer's inputs."""
+        if self.settings.remat:
+            return sum(s.boundary_bytes for s in layers)
+        return sum(s.activation_bytes for s in layers)
+
+    def _transient_bytes(self, layers: Sequence[StageSharding]) -> int:
+        """With rematerialisation, the backward rebuilds one layer's activations at a time."""
+        return max((s.activation_bytes for s in layers), default=0) if self.settings.remat else 0
 
     def _transfer_s(self, num_bytes: float, submesh: tuple[int, int]) -> float:
         """Receiving `num_bytes` from earlier stages, spread over this stage's devices."""

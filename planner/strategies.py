@@ -75,6 +75,7 @@ class CostContext:
     training: bool
     options: StrategyOptions = field(default_factory=StrategyOptions)
     compute: ComputeModel | None = None  # None: the GPU's roofline
+    remat: bool = False  # the backward recomputes the forward first
 
     @property
     def compute_model(self) -> ComputeModel:
@@ -265,6 +266,8 @@ def _priced(
         op.op_type, op_flops(op, local), read + written, context.dtype
     )
     backward_s = backward_ratio(op) * forward_s if context.training else 0.0
+    if context.training and context.remat:
+        backward_s += forward_s  # rematerialisation: the forward runs again in the backward
 
     # Forward: partial sums of split contracted labels.
     contracted_axes = [axis for label in notation.contracted for axis in assignment.get(label, ())]

@@ -1,0 +1,658 @@
+"""The plans people write by hand, built explicitly and priced by the search's own cost model.
+
+Every baseline is a `Plan` of the same type the search returns: stages that are runs of the
+model's layers (`planner/layers.py`) on concrete submeshes, each sharded by the intra-op ILP
+(`planner.intra_op.solve_stage`) under *restricted* strategy options, assembled by
+`planner.search.assemble_plan`. Only the freedom differs, so comparing iteration times compares
+parallelisation strategies, not cost models.
+
+- data parallel: one stage on every GPU, only the batch split (`force_data_parallel`), no ZeRO;
+  the logical mesh (1, N), and (hosts, GPUs per host) on several hosts (hierarchical
+  all-reduce), whichever is faster;
+- ZeRO-2 / ZeRO-3: the same, with optimizer state and gradients (ZeRO-2) or also the weights
+  (ZeRO-3) sharded over the data-parallel axes;
+- Megatron-LM 3D parallelism: pp stages of equal layer counts, each on dp x tp GPUs with the
+  logical mesh (dp, tp), tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where
+  it finds Megatron's column-then-row splits), no ZeRO; the best (dp, tp, pp, B);
+- DeepSpeed: one stage, mesh (dp, tp), batch on axis 0, ZeRO always; the best (tp, B);
+- intra-op only: Alpa's ShardParallel (`planner.search.plan_intra_only`), the best B;
+- inter-op only: the full pipeline search with every stage data parallel.
+
+Microbatch counts: the given list (by default the powers of two up to 64 that divide the batch).
+A pipeline is tried at every count; a one-stage plan only costs more per iteration with more
+microbatches (more per-microbatch latencies) once it fits, so its counts are tried in ascending
+order and the search stops at the first count that fits and does not beat the one before.
+
+A baseline that fits nowhere is still returned, `fits=False`, with the plan that needs the least
+memory (its peak memory tells by how much it misses).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from cost_models.cluster import Cluster
+from cost_models.mesh import logical_mesh
+from planner.graph import Graph, Op, split_batch
+from planner.intra_op import PreparedStage, StageSharding, prepare_stage
+from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
+from planner.layers import LayerSlice, cluster_layers, layer_fingerprint, scoped_units
+from planner.options import PlanOptions
+from planner.pipeshard import build_transfers, in_flight, layer_records, pack_devices
+from planner.search import (
+    assemble_plan,
+    intra_op_settings,
+    plan,
+    plan_intra_only,
+    stage_from_sharding,
+)
+from planner.strategies import StrategyOptions
+from plans.errors import InfeasibleError
+from plans.plan import JsonValue, Plan, Stage
+
+# Microbatch counts tried when none is given: powers of two up to 64 that divide the batch.
+DEFAULT_MICROBATCH_COUNTS = (1, 2, 4, 8, 16, 32, 64)
+
+BASELINES = (
+    "data-parallel",
+    "zero2",
+    "zero3",
+    "megatron",
+    "deepspeed",
+    "intra-only",
+    "inter-only",
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One hand-written plan: its name, the parameters that define it, and the plan itself.
+
+    `plan` is None only when no plan could be built at all (`note` says why)."""
+
+    name: str
+    parameters: Mapping[str, JsonValue]
+    plan: Plan | None
+    fits: bool
+    note: str = ""
+
+    @property
+    def iteration_time_s(self) -> float:
+        return self.plan.estimate.iteration_time_s if self.plan is not None else math.inf
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        return self.plan.estimate.peak_memory_bytes if self.plan is not None else None
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage of an explicit plan: layers first..last on a submesh, viewed as `mesh_shape`."""
+
+    first: int
+    last: int
+    submesh: tuple[int, int]  # (hosts, GPUs per host)
+    mesh_shape: tuple[int, int]
+
+
+@dataclass
+class BaselineContext:
+    """What every baseline of one model and cluster shares: the typed graph, its layers, and
+    the solved stages (by structural fingerprint, so equal pipeline stages solve once)."""
+
+    graph: Graph
+    cluster: Cluster
+    options: PlanOptions
+    typed: Graph = field(init=False)
+    layers: tuple[LayerSlice, ...] = field(init=False)
+    _prepared: dict[tuple[object, ...], PreparedStage] = field(default_factory=dict)
+    _solved: dict[tuple[object, ...], StageSharding | float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.typed = self.graph.cast_floats(self.options.dtype)
+        units = scoped_units(self.typed)
+        # Every scoped layer (a transformer block) on its own, as Megatron splits them.
+        self.layers = cluster_layers(self.typed, len(units) or self.options.layers)
+
+    @property
+    def budget_bytes(self) -> float:
+        return self.cluster.gpu.memory_bytes * self.options.memory_fraction
+
+    def ops(self, spec: StageSpec) -> tuple[Op, ...]:
+        return tuple(self.typed.ops[self.layers[spec.first].start : self.layers[spec.last].stop])
+
+    def solve(
+        self,
+        spec: StageSpec,
+        microbatches: int,
+        holds: int,
+        strategy: StrategyOptions,
+        cutoff_s: float = math.inf,
+    ) -> StageSharding:
+        """The stage sharded under the budget; over the budget, its least-memory sharding.
+        Raises `CutoffExceeded` when it costs more than `cutoff_s` per iteration."""
+        ops = self.ops(spec)
+        tensors = split_batch(self.typed.tensors, microbatches)
+        fingerprint = layer_fingerprint(ops, tensors)
+        key = (fingerprint, spec.submesh, spec.mesh_shape, microbatches, holds, strategy)
+        cached = self._solved.get(key)
+        if isinstance(cached, float):  # exceeded that cutoff before: any lower one too
+            if cached >= cutoff_s:
+                raise CutoffExceeded()
+            cached = None
+        if cached is not None:
+            if microbatches * cached.microbatch_s + cached.iteration_s > cutoff_s:
+                raise CutoffExceeded()
+            return _renamed(cached, self._source_ops(key, ops), ops)
+        prepared = self._prepare(key, ops, spec, microbatches, holds, strategy)
+        try:
+            sharding = prepared.solve(cutoff_s=cutoff_s)
+        except MemoryInfeasible as error:
+            sharding = prepared.solve(error.minimum * (1 + 1e-6), cutoff_s)
+        except CutoffExceeded:
+            self._solved[key] = cutoff_s
+            raise
+        self._solved[key] = sharding
+        return sharding
+
+    def _prepare(
+        self,
+        key: tuple[object, ...],
+        ops: tuple[Op, ...],
+        spec: StageSpec,
+        microbatches: int,
+        holds: int,
+        strategy: StrategyOptions,
+    ) -> PreparedStage:
+        if key not in self._prepared:
+            options = replace(self.options, microbatches=microbatches, strategy=strategy)
+            settings = intra_op_settings(options, self.cluster, in_flight=holds)
+            mesh = logical_mesh(self.cluster, spec.submesh, spec.mesh_shape)
+            self._prepared[key] = prepare_stage(
+                ops,
+                split_batch(self.typed.tensors, microbatches),
+                mesh,
+                self.cluster.gpu,
+                settings,
+            )
+        return self._prepared[key]
+
+    def _source_ops(self, key: tuple[object, ...], ops: tuple[Op, ...]) -> Sequence[Op]:
+        prepared = self._prepared.get(key)
+        return prepared.ops if prepared is not None else ops
+
+
+def _renamed(
+    sharding: StageSharding, source_ops: Sequence[Op], target_ops: Sequence[Op]
+) -> StageSharding:
+    """A sharding solved for `source_ops` applied to the structurally equal `target_ops`."""
+    if [op.name for op in source_ops] == [op.name for op in target_ops]:
+        return sharding
+    op_names = {a.name: b.name for a, b in zip(source_ops, target_ops, strict=True)}
+    tensor_names: dict[str, str] = {}
+    for a, b in zip(source_ops, target_ops, strict=True):
+        for x, y in zip((*a.inputs, *a.outputs), (*b.inputs, *b.outputs), strict=True):
+            if x and y:
+                tensor_names.setdefault(x, y)
+    return replace(
+        sharding,
+        strategies={op_names[name]: s for name, s in sharding.strategies.items()},
+        specs={tensor_names.get(name, name): spec for name, spec in sharding.specs.items()},
+    )
+
+
+def explicit_plan(
+    context: BaselineContext,
+    specs: Sequence[StageSpec],
+    microbatches: int,
+    strategy: StrategyOptions,
+    search: Mapping[str, JsonValue],
+    cutoff_s: float = math.inf,
+) -> Plan:
+    """The plan of `specs` at `microbatches`, each stage sharded under `strategy`: stages on
+    packed devices, activations times the microbatches each stage holds (1F1B or GPipe), the
+    tensors sent between stages charged to the receiving stage as the search does."""
+    options = replace(context.options, microbatches=microbatches, strategy=strategy)
+    devices = pack_devices(
+        [spec.submesh for spec in specs], context.cluster.hosts, context.cluster.gpus_per_host
+    )
+    stages: list[Stage] = []
+    for index, spec in enumerate(specs):
+        holds = in_flight(index, len(specs), microbatches, options.schedule)
+        sharding = context.solve(spec, microbatches, holds, strategy, cutoff_s)
+        stages.append(
+            stage_from_sharding(
+                index,
+                context.typed,
+                sharding,
+                context.cluster,
+                tuple(op.name for op in context.ops(spec)),
+                tuple(context.layers[k].name for k in range(spec.first, spec.last + 1)),
+                devices[index],
+            )
+        )
+    tensors = split_batch(context.typed.tensors, microbatches)
+    transfers = build_transfers(context.typed, stages, context.cluster, tensors, options.training)
+    received = [0.0] * len(stages)
+    for transfer in transfers:
+        received[transfer.destination_stage] += transfer.time_s
+    stages = [
+        replace(
+            stage,
+            time=replace(
+                stage.time,
+                communication_s=stage.time.communication_s + extra,
+                total_s=stage.time.total_s + extra,
+            ),
+        )
+        for stage, extra in zip(stages, received, strict=True)
+    ]
+    records = layer_records(context.graph, context.layers, context.typed)
+    return assemble_plan(
+        context.graph, context.cluster, options, tuple(stages), search, records, transfers
+    )
+
+
+def microbatch_counts(
+    batch_size: int, counts: Sequence[int] | None = None, given: int | None = None
+) -> tuple[int, ...]:
+    """`given` (the options' fixed count) when set; else the counts of `counts` (default
+    `DEFAULT_MICROBATCH_COUNTS`) that divide the batch."""
+    if given is not None:
+        return (given,)
+    found = tuple(b for b in (counts or DEFAULT_MICROBATCH_COUNTS) if batch_size % b == 0)
+    return found or (1,)
+
+
+def _fits(plan_: Plan, context: BaselineContext) -> bool:
+    return plan_.estimate.peak_memory_bytes <= context.budget_bytes
+
+
+@dataclass
+class _Best:
+    """The fastest fitting plan so far, else the least-memory one."""
+
+    budget_bytes: float
+    plan: Plan | None = None
+    parameters: Mapping[str, JsonValue] = field(default_factory=dict)
+    tried: int = 0
+
+    @property
+    def fits(self) -> bool:
+        return self.plan is not None and self.plan.estimate.peak_memory_bytes <= self.budget_bytes
+
+    @property
+    def cutoff_s(self) -> float:
+        return self.plan.estimate.iteration_time_s if self.fits and self.plan else math.inf
+
+    def offer(self, candidate: Plan, parameters: Mapping[str, JsonValue]) -> bool:
+        """Keep `candidate` if it beats the best; True when it fits and was kept."""
+        self.tried += 1
+        fits = candidate.estimate.peak_memory_bytes <= self.budget_bytes
+        if self.plan is None:
+            better = True
+        elif fits != self.fits:
+            better = fits
+        elif fits:
+            better = candidate.estimate.iteration_time_s < self.plan.estimate.iteration_time_s
+        else:
+            better = candidate.estimate.peak_memory_bytes < self.plan.estimate.peak_memory_bytes
+        if better:
+            self.plan, self.parameters = candidate, dict(parameters)
+        return better and fits
+
+    def result(self, name: str, note: str = "") -> Baseline:
+        parameters = {**self.parameters, "configurations_tried": self.tried}
+        if self.plan is None:
+            return Baseline(name, parameters, None, False, note or "no configuration applies")
+        return Baseline(name, parameters, self.plan, self.fits, note)
+
+
+def _one_stage(
+    context: BaselineContext,
+    name: str,
+    meshes: Sequence[tuple[int, int]],
+    strategy: StrategyOptions,
+    counts: Sequence[int],
+    extra: Callable[[tuple[int, int]], Mapping[str, JsonValue]] | None = None,
+) -> Baseline:
+    """A one-stage baseline on the whole cluster: the best logical mesh of `meshes` and
+    microbatch count (ascending counts, stopping as the module says)."""
+    cluster = context.cluster
+    best = _Best(context.budget_bytes)
+    whole = (cluster.hosts, cluster.gpus_per_host)
+    spec_of = {shape: StageSpec(0, len(context.layers) - 1, whole, shape) for shape in meshes}
+    for shape in meshes:
+        previous: float | None = None
+        for microbatches in counts:
+            if not _batch_divides(context, microbatches, _batch_ways(strategy, shape)):
+                continue
+            parameters: dict[str, JsonValue] = {
+                "logical_mesh": shape,
+                "microbatches": microbatches,
+                **(extra(shape) if extra else {}),
+            }
+            search: dict[str, JsonValue] = {
+                "algorithm": f"baseline: {name}",
+                "parameters": parameters,
+            }
+            try:
+                candidate = explicit_plan(
+                    context, [spec_of[shape]], microbatches, strategy, search, best.cutoff_s
+                )
+            except CutoffExceeded:
+                if best.fits and previous is not None:
+                    break
+                continue
+            best.offer(candidate, parameters)
+            if _fits(candidate, context):
+                time_s = candidate.estimate.iteration_time_s
+                if previous is not None and time_s >= previous:
+                    break
+                previous = time_s
+    return best.result(name)
+
+
+def _batch_ways(strategy: StrategyOptions, shape: tuple[int, int]) -> int:
+    """How many ways a one-stage baseline splits each microbatch's batch."""
+    if strategy.force_data_parallel:
+        return shape[0] * shape[1]
+    return shape[0] if strategy.force_batch_dim_to_mesh_dim == 0 else 1
+
+
+def _batch_divides(context: BaselineContext, microbatches: int, ways: int) -> bool:
+    batch = context.graph.batch_size
+    return batch % microbatches == 0 and (batch // microbatches) % ways == 0
+
+
+def data_parallel(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    zero: str = "off",
+    counts: Sequence[int] | None = None,
+    context: BaselineContext | None = None,
+) -> Baseline:
+    """Data parallel on every GPU; `zero` "off", "zero2" or "zero3"."""
+    context = context or BaselineContext(graph, cluster, options)
+    meshes = [(1, cluster.num_devices)]
+    if cluster.hosts > 1:
+        meshes.append((cluster.hosts, cluster.gpus_per_host))
+    name = {"off": "data-parallel", "zero2": "zero2", "zero3": "zero3"}[zero]
+    strategy = StrategyOptions(zero=zero, force_data_parallel=True)
+    return _one_stage(
+        context,
+        name,
+        meshes,
+        strategy,
+        microbatch_counts(graph.batch_size, counts, options.microbatches),
+        lambda shape: {"dp": cluster.num_devices, "zero": zero},
+    )
+
+
+def tensor_parallel_degrees(cluster: Cluster) -> tuple[int, ...]:
+    """tp sizes inside a host: the divisors of the GPUs per host."""
+    g = cluster.gpus_per_host
+    return tuple(t for t in range(1, min(g, cluster.num_devices) + 1) if g % t == 0)
+
+
+def deepspeed(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    counts: Sequence[int] | None = None,
+    context: BaselineContext | None = None,
+) -> Baseline:
+    """ZeRO data parallelism plus tensor parallelism inside a host, no pipeline."""
+    context = context or BaselineContext(graph, cluster, options)
+    meshes = [
+        (cluster.num_devices // tp, tp)
+        for tp in tensor_parallel_degrees(cluster)
+        if cluster.num_devices % tp == 0
+    ]
+    strategy = StrategyOptions(zero="on", force_batch_dim_to_mesh_dim=0)
+    return _one_stage(
+        context,
+        "deepspeed",
+        meshes,
+        strategy,
+        microbatch_counts(graph.batch_size, counts, options.microbatches),
+        lambda shape: {"dp": shape[0], "tp": shape[1], "zero": "on"},
+    )
+
+
+def megatron_configurations(cluster: Cluster, num_layers: int) -> tuple[tuple[int, int, int], ...]:
+    """Every (dp, tp, pp): tp inside a host, pp at most the layers, and each stage's dp x tp
+    GPUs a submesh the packer can place (a divisor of a host, or whole hosts)."""
+    n, g = cluster.num_devices, cluster.gpus_per_host
+    found = []
+    for tp in tensor_parallel_degrees(cluster):
+        for pp in range(1, min(num_layers, n // tp) + 1):
+            if n % (tp * pp):
+                continue
+            per_stage = n // pp
+            if not (g % per_stage == 0 or per_stage % g == 0):
+                continue
+            found.append((per_stage // tp, tp, pp))
+    return tuple(found)
+
+
+def even_split(num_layers: int, parts: int) -> tuple[tuple[int, int], ...]:
+    """`parts` runs of consecutive layers whose sizes differ by at most one (larger first)."""
+    size, extra = divmod(num_layers, parts)
+    runs = []
+    first = 0
+    for index in range(parts):
+        count = size + (1 if index < extra else 0)
+        runs.append((first, first + count - 1))
+        first += count
+    return tuple(runs)
+
+
+def megatron_specs(context: BaselineContext, dp: int, tp: int, pp: int) -> tuple[StageSpec, ...]:
+    g = context.cluster.gpus_per_host
+    per_stage = dp * tp
+    submesh = (1, per_stage) if per_stage <= g else (per_stage // g, g)
+    return tuple(
+        StageSpec(first, last, submesh, (dp, tp))
+        for first, last in even_split(len(context.layers), pp)
+    )
+
+
+MEGATRON_STRATEGY = StrategyOptions(zero="off", force_batch_dim_to_mesh_dim=0)
+
+
+def megatron_plan(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    dp: int,
+    tp: int,
+    pp: int,
+    microbatches: int,
+    context: BaselineContext | None = None,
+) -> Plan:
+    """Megatron-LM's plan for one (dp, tp, pp, B)."""
+    context = context or BaselineContext(graph, cluster, options)
+    parameters: dict[str, JsonValue] = {"dp": dp, "tp": tp, "pp": pp, "microbatches": microbatches}
+    search: dict[str, JsonValue] = {"algorithm": "baseline: megatron", "parameters": parameters}
+    return explicit_plan(
+        context, megatron_specs(context, dp, tp, pp), microbatches, MEGATRON_STRATEGY, search
+    )
+
+
+def megatron(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    counts: Sequence[int] | None = None,
+    context: BaselineContext | None = None,
+) -> Baseline:
+    """Megatron-LM 3D parallelism: the best (dp, tp, pp, B)."""
+    context = context or BaselineContext(graph, cluster, options)
+    best = _Best(context.budget_bytes)
+    for dp, tp, pp in megatron_configurations(cluster, len(context.layers)):
+        specs = megatron_specs(context, dp, tp, pp)
+        for microbatches in microbatch_counts(graph.batch_size, counts, options.microbatches):
+            if not _batch_divides(context, microbatches, dp):
+                continue
+            parameters: dict[str, JsonValue] = {
+                "dp": dp,
+                "tp": tp,
+                "pp": pp,
+                "microbatches": microbatches,
+            }
+            search: dict[str, JsonValue] = {
+                "algorithm": "baseline: megatron",
+                "parameters": parameters,
+            }
+            try:
+                candidate = explicit_plan(
+                    context, specs, microbatches, MEGATRON_STRATEGY, search, best.cutoff_s
+                )
+            except CutoffExceeded:
+                continue
+            best.offer(candidate, parameters)
+    return best.result("megatron")
+
+
+def _over_counts(
+    name: str,
+    build: Callable[[int], Plan],
+    counts: Sequence[int],
+    budget_bytes: float,
+    stop_early: bool,
+) -> Baseline:
+    """The best plan `build(B)` over the microbatch counts; infeasible counts are skipped."""
+    best = _Best(budget_bytes)
+    previous: float | None = None
+    notes = []
+    for microbatches in counts:
+        try:
+            candidate = build(microbatches)
+        except InfeasibleError as error:
+            notes.append(f"{microbatches} microbatches: {error}")
+            continue
+        best.offer(candidate, {"microbatches": microbatches})
+        time_s = candidate.estimate.iteration_time_s
+        if stop_early and previous is not None and time_s >= previous:
+            break
+        previous = time_s
+    return best.result(name, "" if best.plan is not None else "; ".join(notes[-1:]))
+
+
+def intra_only(
+    graph: Graph, cluster: Cluster, options: PlanOptions, counts: Sequence[int] | None = None
+) -> Baseline:
+    """Alpa's ShardParallel: the whole model as one stage, the best logical mesh by the ILP."""
+    found = _over_counts(
+        "intra-only",
+        lambda b: plan_intra_only(graph, cluster, replace(options, microbatches=b)),
+        microbatch_counts(graph.batch_size, counts, options.microbatches),
+        cluster.gpu.memory_bytes * options.memory_fraction,
+        stop_early=True,
+    )
+    if found.plan is not None:
+        mesh = found.plan.stages[0].logical_mesh
+        found = replace(found, parameters={**found.parameters, "logical_mesh": mesh})
+    return found
+
+
+INTER_ONLY_STRATEGY = StrategyOptions(force_data_parallel=True)
+
+
+def inter_only(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    counts: Sequence[int] | None = None,
+    jobs: int = 1,
+) -> Baseline:
+    """A pipeline of data-parallel stages: the full inter-op search, every stage forced to
+    split only the batch."""
+    forced = replace(options, strategy=INTER_ONLY_STRATEGY, search="pipeshard")
+    found = _over_counts(
+        "inter-only",
+        lambda b: plan(graph, cluster, replace(forced, microbatches=b), jobs=jobs),
+        microbatch_counts(graph.batch_size, counts, options.microbatches),
+        cluster.gpu.memory_bytes * options.memory_fraction,
+        stop_early=False,
+    )
+    if found.plan is not None:
+        found = replace(found, parameters={**found.parameters, **pipeline_shape(found.plan)})
+    return found
+
+
+def pipeline_shape(plan_: Plan) -> dict[str, JsonValue]:
+    """Stages and their GPUs and logical meshes, for the record of a pipeline baseline."""
+    return {
+        "stages": len(plan_.stages),
+        "stage_gpus": tuple(len(stage.devices) for stage in plan_.stages),
+        "logical_meshes": tuple(stage.logical_mesh for stage in plan_.stages),
+    }
+
+
+def auto_plan(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    counts: Sequence[int] | None = None,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> Plan:
+    """The search's plan, over the same microbatch counts as the baselines (each count its own
+    search; the fastest wins). Raises `InfeasibleError` when no count fits."""
+    if options.microbatches is not None:
+        return plan(graph, cluster, options, progress, jobs)
+    best: Plan | None = None
+    last_error: InfeasibleError | None = None
+    for microbatches in microbatch_counts(graph.batch_size, counts, options.microbatches):
+        try:
+            found = plan(
+                graph, cluster, replace(options, microbatches=microbatches), progress, jobs
+            )
+        except InfeasibleError as error:
+            last_error = error
+            continue
+        if best is None or found.estimate.iteration_time_s < best.estimate.iteration_time_s:
+            best = found
+    if best is None:
+        assert last_error is not None
+        raise last_error
+    return best
+
+
+def all_baselines(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    counts: Sequence[int] | None = None,
+    jobs: int = 1,
+    progress: Progress | None = None,
+    only: Sequence[str] = BASELINES,
+) -> tuple[Baseline, ...]:
+    """Every baseline of `only` (in `BASELINES` order). `options.microbatches`, when set, fixes
+    the microbatch count of every baseline."""
+    context = BaselineContext(graph, cluster, options)
+    builders: dict[str, Callable[[], Baseline]] = {
+        "data-parallel": lambda: data_parallel(graph, cluster, options, "off", counts, context),
+        "zero2": lambda: data_parallel(graph, cluster, options, "zero2", counts, context),
+        "zero3": lambda: data_parallel(graph, cluster, options, "zero3", counts, context),
+        "megatron": lambda: megatron(graph, cluster, options, counts, context),
+        "deepspeed": lambda: deepspeed(graph, cluster, options, counts, context),
+        "intra-only": lambda: intra_only(graph, cluster, options, counts),
+        "inter-only": lambda: inter_only(graph, cluster, options, counts, jobs),
+    }
+    chosen = [name for name in BASELINES if name in only]
+    results = []
+    for done, name in enumerate(chosen):
+        if progress is not None:
+            progress("baselines", done, len(chosen))
+        results.append(builders[name]())
+    if progress is not None:
+        progress("baselines", len(chosen), len(chosen))
+    return tuple(results)

@@ -15,6 +15,7 @@ import click
 from rich.markup import escape
 
 from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
+from cli.arguments import parse_dims
 from cli.render import error_console, print_plan_summary, progress_bar
 from cost_models.cluster_yaml import load_calibration, load_cluster
 from planner import __version__
@@ -51,16 +52,6 @@ def cli() -> None:
     \b
     alpa-plan MODEL.onnx CLUSTER.yaml [options]   plan (same as `alpa-plan plan ...`)
     """
-
-
-def _parse_dims(values: Sequence[str]) -> dict[str, int]:
-    dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        if not sep or not name or not number.strip().isdigit():
-            raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
-        dims[name] = int(number)
-    return dims
 
 
 @cli.command("plan", epilog=exit_codes.EPILOG)
@@ -204,7 +195,7 @@ def plan_command(
             f"{', '.join(d for d in cluster_spec.gpu.dtypes if d in DTYPES)})",
             "nothing",
         )
-    graph = load_onnx(model, batch_size=batch_size, dims=_parse_dims(dims))
+    graph = load_onnx(model, batch_size=batch_size, dims=parse_dims(dims))
     options = PlanOptions(
         mode=mode,
         dtype=dtype,

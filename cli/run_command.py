@@ -9,11 +9,11 @@ checked against: the executor itself never imports the planner.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 import click
 
 from cli import exit_codes
+from cli.arguments import parse_dims
 from cli.render import error_console
 from cost_models.units import format_bytes, format_seconds
 from planner.onnx_import import load_onnx
@@ -22,16 +22,6 @@ from plans.io import read_plan
 
 _EXTRA_MODULES = ("jax", "jaxlib", "optax", "onnxruntime")
 INSTALL_HINT = "pip install 'alpa-plan[executor]'"
-
-
-def _parse_dims(values: Sequence[str]) -> dict[str, int]:
-    dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        if not sep or not name or not number.strip().isdigit():
-            raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
-        dims[name] = int(number)
-    return dims
 
 
 @click.command("run", epilog=exit_codes.EPILOG)
@@ -128,7 +118,7 @@ def run_command(
 ) -> int:
     """Run MODEL (ONNX) as PLAN (JSON) says, with JAX/XLA: on GPUs, or on CPU virtual
     devices."""
-    bound = _parse_dims(dims)
+    bound = parse_dims(dims)
     the_plan = read_plan(plan)
     graph = load_onnx(model, batch_size=the_plan.settings.batch_size, dims=bound)
     devices = sum(len(stage.devices) for stage in the_plan.stages)

@@ -25,10 +25,10 @@ devices in s stages; T(t_max) = min_s F(s, 0, D) + (B - 1) t_max. Enumeration st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -61,59 +61,80 @@ def best_pipeline(
     candidates: Sequence[Candidate], num_layers: int, num_devices: int, microbatches: int
 ) -> PipelineSolution | None:
     """The stage sequence with the least pipeline time that covers every layer once and uses
-    every device exactly; None when no sequence fits."""
-    by_first: dict[int, list[Candidate]] = {}
-    for candidate in candidates:
-        by_first.setdefault(candidate.first, []).append(candidate)
-    for options in by_first.values():
-        options.sort(key=lambda c: (c.last, c.devices, c.time_s, c.submesh, c.key))
-    max_stages = min(num_layers, num_devices)
+    every device exactly; None when no sequence fits.
+
+    Feasibility grows with t_max, so the smallest feasible t_max is found by bisection; the
+    enumeration then walks up from it until Alpa's early stop."""
+    ordered = sorted(
+        candidates, key=lambda c: (c.first, c.last, c.devices, c.time_s, c.submesh, c.key)
+    )
+    table = _DpTable(ordered, num_layers, num_devices)
+    times = sorted({c.time_s for c in ordered})
+    low, high = 0, len(times)
+    while low < high:  # the first t_max with any feasible pipeline
+        middle = (low + high) // 2
+        if table.solve(times[middle]) is None:
+            low = middle + 1
+        else:
+            high = middle
     best: PipelineSolution | None = None
-    for t_max in sorted({c.time_s for c in candidates}):
+    for t_max in times[low:]:
         if best is not None and (microbatches - 1) * t_max >= best.iteration_s:
             break
-        found = _best_for_t_max(by_first, num_layers, num_devices, max_stages, t_max)
-        if found is None:
+        stages = table.solve(t_max)
+        if stages is None:
             continue
-        stages = found
         total = pipeline_time_s(stages, microbatches)
         if best is None or total < best.iteration_s:
             best = PipelineSolution(stages, total)
     return best
 
 
-def _best_for_t_max(
-    by_first: dict[int, list[Candidate]],
-    num_layers: int,
-    num_devices: int,
-    max_stages: int,
-    t_max: float,
-) -> tuple[Candidate, ...] | None:
-    @cache
-    def cover(stages_left: int, first: int, devices: int) -> tuple[float, tuple[Candidate, ...]]:
-        """Least sum of (t + u) covering layers first.. with `devices` in `stages_left`."""
-        if first == num_layers:
-            return (0.0, ()) if devices == 0 and stages_left == 0 else (math.inf, ())
-        if stages_left == 0 or devices <= 0:
-            return (math.inf, ())
-        best: tuple[float, tuple[Candidate, ...]] = (math.inf, ())
-        for candidate in by_first.get(first, ()):
-            if candidate.time_s > t_max or candidate.devices > devices:
-                continue
-            if candidate.max_following < stages_left - 1:
-                continue
-            rest_cost, rest = cover(
-                stages_left - 1, candidate.last + 1, devices - candidate.devices
-            )
-            total = candidate.time_s + candidate.iteration_s + rest_cost
-            if total < best[0]:
-                best = (total, (candidate, *rest))
-        return best
+class _DpTable:
+    """F[s, i, d]: the least sum of (t + u) over s stages that cover layers i.. with exactly
+    d devices, using candidates with t <= t_max; vectorised over s and d with numpy."""
 
-    best: tuple[float, tuple[Candidate, ...]] = (math.inf, ())
-    for stages in range(1, max_stages + 1):
-        found = cover(stages, 0, num_devices)
-        if found[0] < best[0]:
-            best = found
-    cover.cache_clear()
-    return best[1] if math.isfinite(best[0]) else None
+    def __init__(self, candidates: Sequence[Candidate], num_layers: int, num_devices: int) -> None:
+        self.candidates = candidates
+        self.num_layers = num_layers
+        self.num_devices = num_devices
+        self.max_stages = min(num_layers, num_devices)
+        self.by_first: list[list[int]] = [[] for _ in range(num_layers)]
+        for index, candidate in enumerate(candidates):
+            self.by_first[candidate.first].append(index)
+
+    def solve(self, t_max: float) -> tuple[Candidate, ...] | None:
+        stages, layers, devices = self.max_stages, self.num_layers, self.num_devices
+        cost = np.full((stages + 1, layers + 1, devices + 1), np.inf)
+        choice = np.full((stages + 1, layers + 1, devices + 1), -1, dtype=np.int64)
+        cost[0, layers, 0] = 0.0
+        for first in range(layers - 1, -1, -1):
+            for index in self.by_first[first]:
+                c = self.candidates[index]
+                n = c.devices
+                if c.time_s > t_max or n > devices:
+                    continue
+                # A stage with s - 1 stages after it must hold min(s, B) microbatches.
+                top = min(stages, c.max_following + 1)
+                if top < 1:
+                    continue
+                rest = cost[0:top, c.last + 1, : devices + 1 - n]
+                total = rest + (c.time_s + c.iteration_s)
+                current = cost[1 : top + 1, first, n:]
+                better = total < current
+                if better.any():
+                    cost[1 : top + 1, first, n:] = np.where(better, total, current)
+                    choice[1 : top + 1, first, n:] = np.where(
+                        better, index, choice[1 : top + 1, first, n:]
+                    )
+        column = cost[1:, 0, devices]
+        if not np.isfinite(column).any():
+            return None
+        s = int(np.argmin(column)) + 1  # the fewest stages among equal sums
+        found = []
+        first, left = 0, devices
+        while s > 0:
+            c = self.candidates[int(choice[s, first, left])]
+            found.append(c)
+            s, first, left = s - 1, c.last + 1, left - c.devices
+        return tuple(found)

@@ -112,7 +112,10 @@ def cluster_layers(graph: Graph, num_layers: int | None = None) -> tuple[LayerSl
         units = [LayerSlice(op.name, index, index + 1) for index, op in enumerate(graph.ops)]
         default = _default_layer_count(graph)
     else:
-        default = len(units) if len(units) <= _MAX_DEFAULT_LAYERS else _MAX_DEFAULT_LAYERS
+        # Many scoped layers: group k at a time, k the least that brings them to at most
+        # `_MAX_DEFAULT_LAYERS` (evenly, so repeated blocks stay alike).
+        group = math.ceil(len(units) / _MAX_DEFAULT_LAYERS)
+        default = math.ceil(len(units) / group)
     target = min(num_layers or default, len(units))
     if target == len(units):
         return tuple(units)

@@ -71,15 +71,15 @@ def submesh_shapes(cluster: Cluster, space: str = "power-of-two") -> tuple[tuple
 
 def mesh_shapes(submesh: tuple[int, int], gpus_per_host: int) -> tuple[tuple[int, int], ...]:
     """The logical shapes of a submesh: (hosts, gpus) first, then every other 2-D shape whose
-    fast axis (axis 1) tiles the hosts evenly: it divides the GPUs of a host or is a multiple
-    of them (a fast axis of 12 on hosts of 8 would straddle hosts unevenly). Inside one host
-    both axes ride the same links, so (a, b) and (b, a) cost the same: only a <= b is kept."""
+    fast axis (axis 1) stays inside a host (it divides the GPUs of a host): a fast axis that
+    crossed hosts would put the slow link on both axes. Inside one host both axes ride the
+    same links, so (a, b) and (b, a) cost the same: only a <= b is kept."""
     devices = submesh[0] * submesh[1]
     others = [
         (n, devices // n)
         for n in range(1, devices + 1)
         if devices % n == 0
-        and (gpus_per_host % (devices // n) == 0 or (devices // n) % gpus_per_host == 0)
+        and gpus_per_host % (devices // n) == 0
         and (submesh[0] > 1 or n <= devices // n)
     ]
     return (submesh, *(shape for shape in others if shape != submesh))

@@ -42,8 +42,14 @@ def hosts_of(stage: Stage) -> tuple[int, ...]:
 
 
 def matches(pattern: str, name: str, layer: str = "") -> bool:
-    """Does a glob such as 'h.3/*' match NAME or LAYER/NAME?"""
-    return fnmatchcase(name, pattern) or (bool(layer) and fnmatchcase(f"{layer}/{name}", pattern))
+    """Does a glob match NAME or LAYER/NAME? The layer part may name the layer's last dotted
+    components: 'h.3/*' matches every op of layer 'transformer.h.3' (not of 'transformer.h.13')."""
+    if fnmatchcase(name, pattern):
+        return True
+    if not layer:
+        return False
+    qualified = f"{layer}/{name}"
+    return fnmatchcase(qualified, pattern) or fnmatchcase(qualified, f"*.{pattern}")
 
 
 def op_rows(plan: Plan, pattern: str = "*") -> tuple[OpRow, ...]:

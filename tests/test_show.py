@@ -190,3 +190,12 @@ def test_equal_stages_take_b_plus_s_minus_1_slots(schedule: str) -> None:
     timeline = pipeline_timeline(plan)
     assert timeline.makespan_s == pytest.approx((5 + 3 - 1) * (1.0 + 2.0))
     assert len(timeline.blocks) == 3 * 5 * 2
+
+
+def test_ops_filter_names_a_layer_by_its_last_dotted_components() -> None:
+    from plans.summary import matches
+
+    assert matches("h.3/*", "node_add", "transformer.h.3")
+    assert not matches("h.3/*", "node_add", "transformer.h.13")
+    assert matches("transformer.h.3/*", "node_add", "transformer.h.3")
+    assert matches("node_add", "node_add", "transformer.h.3")

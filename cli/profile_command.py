@@ -39,30 +39,39 @@ DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 
 
 def calibration_from_profile(profile: Profile, date: str) -> Calibration:
-    """Fit the curves (and, with several devices, the intra-host link) to a profile's timings."""
-    by_kind: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    """Fit the curves (and, with several devices, the intra-host link) to a profile's timings.
+
+    A product whose bytes alone take, by the elementwise curve, half its measured time or more
+    (and well above the per-op floor) is memory-bound: it is left out of the matmul curve, which
+    then describes compute-bound products; a calibrated plan prices a contraction at the larger
+    of its matmul time and its bytes' elementwise time.
+    """
+    elementwise = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "elementwise")
+    reduction = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "reduction")
+    by_dtype: dict[str, list[tuple[float, float]]] = {}
     for timing in profile.ops:
-        by_kind.setdefault((timing.kind, timing.dtype), []).append((timing.work, timing.seconds))
-    matmul = tuple(
-        (dtype, fit_curve(samples))
-        for (kind, dtype), samples in sorted(by_kind.items())
-        if kind == "matmul"
-    )
+        if timing.kind != "matmul":
+            continue
+        samples = by_dtype.setdefault(timing.dtype, [])
+        memory_s = elementwise.time_s(timing.bytes_moved)
+        if memory_s < max(timing.seconds / 2, 2 * elementwise.floor_s):
+            samples.append((timing.work, timing.seconds))
+    matmul = tuple((dtype, fit_curve(samples)) for dtype, samples in sorted(by_dtype.items()))
     links: tuple[tuple[str, LinkFit], ...] = ()
     if profile.collectives:
-        samples = [
+        collective_samples = [
             CollectiveSample(t.collective, t.group_size, t.num_bytes, t.seconds)
             for t in profile.collectives
         ]
         # One process sees the devices of one host: the link they share is the intra-host one.
-        links = (("intra_host", fit_link(samples)),)
+        links = (("intra_host", fit_link(collective_samples)),)
     return Calibration(
         device=profile.device,
         date=date,
         software=(*profile.software, ("alpa-plan", __version__)),
         matmul=matmul,
-        elementwise=fit_curve(by_kind[("elementwise", "float32")]),
-        reduction=fit_curve(by_kind[("reduction", "float32")]),
+        elementwise=elementwise,
+        reduction=reduction,
         links=links,
     )
 

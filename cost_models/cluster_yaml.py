@@ -1,4 +1,5 @@
-"""Read a cluster description (YAML) into a `Cluster`; the only module that imports ``yaml``.
+"""Read a cluster description (YAML) into a `Cluster`, and read and write calibration files
+(`cost_models.calibration`); the only module that imports ``yaml``.
 
 Format (every quantity takes units, see `cost_models.units`)::
 
@@ -23,16 +24,31 @@ errors, so a typo never passes silently.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
+from cost_models.calibration import (
+    CALIBRATION_FORMAT,
+    COLLECTIVES,
+    LINK_KINDS,
+    Calibration,
+    CollectiveSample,
+    Curve,
+    LinkFit,
+)
 from cost_models.cluster import PEAK_FLOPS_DTYPES, Cluster, Gpu, Link
 from cost_models.units import (
     QuantityError,
     describe_value,
+    format_bandwidth,
+    format_flops_rate,
+    format_seconds,
     parse_bandwidth,
     parse_bytes,
     parse_flops_rate,
@@ -40,7 +56,13 @@ from cost_models.units import (
 )
 from plans.errors import InputError
 
-__all__ = ["load_cluster", "parse_cluster"]
+__all__ = [
+    "calibration_to_yaml",
+    "load_calibration",
+    "load_cluster",
+    "parse_calibration",
+    "parse_cluster",
+]
 
 _T = TypeVar("_T")
 
@@ -59,6 +81,12 @@ def load_cluster(path: str | Path, hosts: int | None = None) -> Cluster:
     source = str(path)
     if hosts is not None and not _is_positive_int(hosts):
         raise InputError("--hosts", "", "a positive integer", describe_value(hosts))
+    cluster = parse_cluster(_read_text(path), source)
+    return cluster if hosts is None else cluster.with_hosts(hosts)
+
+
+def _read_text(path: str | Path) -> str:
+    source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -71,8 +99,7 @@ def load_cluster(path: str | Path, hosts: int | None = None) -> Cluster:
         ) from None
     except OSError as error:
         raise InputError(source, "", "a readable file", error.strerror or str(error)) from None
-    cluster = parse_cluster(text, source)
-    return cluster if hosts is None else cluster.with_hosts(hosts)
+    return text
 
 
 def parse_cluster(text: str, source: str, *, base_dir: str | Path | None = None) -> Cluster:
@@ -289,3 +316,234 @@ def _describe_type(value: object) -> str:
         return "an empty document"
     names = {dict: "a mapping", list: "a list", str: "a string", int: "a number", float: "a number"}
     return names.get(type(value), f"a {type(value).__name__}")
+
+
+# --- calibration files (`alpa-plan profile` writes them, `--calibration` reads them) ----------
+
+_CALIBRATION_KEYS = (
+    "format",
+    "device",
+    "date",
+    "software",
+    "matmul",
+    "elementwise",
+    "reduction",
+    "links",
+)
+_CALIBRATION_OPTIONAL = ("links",)
+_LINK_FIT_KEYS = ("bandwidth", "latency", "all_to_all", "samples")
+_LINK_FIT_OPTIONAL = ("all_to_all", "samples")
+_CURVE_EXPECTED = "a list of [work, seconds] pairs of positive numbers"
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read the calibration file at ``path`` (see `parse_calibration`)."""
+    return parse_calibration(_read_text(path), str(path))
+
+
+def parse_calibration(text: str, source: str) -> Calibration:
+    """Parse calibration YAML ``text`` (the format `calibration_to_yaml` writes).
+
+    Every problem is one `InputError` naming the file and the dotted field.
+    """
+    document = _load_yaml(text, source)
+    if not isinstance(document, dict):
+        raise InputError(source, "", "a YAML mapping at the top level", _describe_type(document))
+    fields = _Fields(source)
+    fields.check_keys(
+        document,
+        "",
+        _CALIBRATION_KEYS,
+        required=_exclude(_CALIBRATION_KEYS, _CALIBRATION_OPTIONAL),
+    )
+    if document["format"] != CALIBRATION_FORMAT:
+        raise fields.error("format", repr(CALIBRATION_FORMAT), _show(document["format"]))
+    device = fields.string(document, "device")
+    date = document["date"]
+    if hasattr(date, "isoformat"):  # an unquoted 2025-01-31 is a YAML date
+        date = date.isoformat()
+    if not isinstance(date, str) or not date.strip():
+        raise fields.error("date", "a date such as '2025-01-31'", _show(date))
+
+    software = document["software"]
+    if not isinstance(software, dict):
+        raise fields.error("software", "a mapping of package to version", _show(software))
+    versions = []
+    for name, version in software.items():
+        if isinstance(version, bool) or not isinstance(version, str | int | float):
+            raise fields.error(f"software.{name}", "a version such as '0.4.30'", _show(version))
+        versions.append((str(name), str(version)))
+
+    matmul_fields = fields.mapping(document, "matmul", PEAK_FLOPS_DTYPES, required=(), what="dtype")
+    if not matmul_fields:
+        raise fields.error(
+            "matmul", "at least one dtype such as {float32: [[FLOPs, seconds], ...]}", "nothing"
+        )
+    matmul = tuple(
+        (str(dtype), _curve(fields, matmul_fields, f"matmul.{dtype}")) for dtype in matmul_fields
+    )
+    elementwise = _curve(fields, document, "elementwise")
+    reduction = _curve(fields, document, "reduction")
+
+    links: list[tuple[str, LinkFit]] = []
+    if "links" in document:
+        link_fields = fields.mapping(document, "links", LINK_KINDS, required=(), what="link kind")
+        for kind in link_fields:
+            links.append((str(kind), _link_fit(fields, link_fields, f"links.{kind}")))
+
+    return Calibration(
+        device=device,
+        date=date,
+        software=tuple(versions),
+        matmul=matmul,
+        elementwise=elementwise,
+        reduction=reduction,
+        links=tuple(links),
+        source=Path(source).name,
+        digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def _curve(fields: _Fields, values: Mapping[object, object], field: str) -> Curve:
+    points = values[_last(field)]
+    if not isinstance(points, list) or not points:
+        raise fields.error(field, _CURVE_EXPECTED, _show(points))
+    pairs = []
+    for index, point in enumerate(points):
+        where = f"{field}[{index}]"
+        if not isinstance(point, list) or len(point) != 2:
+            raise fields.error(where, "a [work, seconds] pair", _show(point))
+        if not all(_is_positive_number(item) for item in point):
+            raise fields.error(where, "two positive numbers", describe_value(point))
+        pairs.append((float(point[0]), float(point[1])))
+    for index in range(1, len(pairs)):
+        (work_a, time_a), (work_b, time_b) = pairs[index - 1], pairs[index]
+        if work_b <= work_a:
+            raise fields.error(
+                f"{field}[{index}]",
+                f"work greater than the previous point's {work_a!r}",
+                repr(work_b),
+            )
+        if time_b < time_a:
+            raise fields.error(
+                f"{field}[{index}]",
+                f"seconds no less than the previous point's {time_a!r}",
+                repr(time_b),
+            )
+    return Curve(tuple(pairs))
+
+
+def _link_fit(fields: _Fields, values: dict[object, object], field: str) -> LinkFit:
+    link_fields = fields.mapping(
+        values, field, _LINK_FIT_KEYS, required=_exclude(_LINK_FIT_KEYS, _LINK_FIT_OPTIONAL)
+    )
+    all_to_all = None
+    if "all_to_all" in link_fields:
+        all_to_all = _link(fields, link_fields, f"{field}.all_to_all")
+    samples: list[CollectiveSample] = []
+    raw = link_fields.get("samples", [])
+    if not isinstance(raw, list):
+        raise fields.error(f"{field}.samples", "a list", _show(raw))
+    for index, sample in enumerate(raw):
+        where = f"{field}.samples[{index}]"
+        expected = "[collective, group size, bytes, seconds] such as [all_reduce, 8, 4096, 1.0e-4]"
+        if (
+            not isinstance(sample, list)
+            or len(sample) != 4
+            or sample[0] not in COLLECTIVES
+            or not _is_positive_int(sample[1])
+            or not all(_is_positive_number(item) for item in sample[2:])
+        ):
+            raise fields.error(where, expected, describe_value(sample))
+        samples.append(
+            CollectiveSample(str(sample[0]), int(sample[1]), float(sample[2]), float(sample[3]))
+        )
+    link = Link(
+        bandwidth_bytes_per_s=fields.quantity(link_fields, f"{field}.bandwidth", parse_bandwidth),
+        latency_s=fields.quantity(link_fields, f"{field}.latency", parse_seconds, positive=False),
+    )
+    return LinkFit(link=link, samples=tuple(samples), all_to_all=all_to_all)
+
+
+def _is_positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def calibration_to_yaml(calibration: Calibration, comment: str = "") -> str:
+    """The calibration file's text: ``comment`` lines first (each prefixed ``# ``), then the
+    fields, floats written exactly (``repr``), so reading it back gives the same values."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines += [
+        f"format: {CALIBRATION_FORMAT}",
+        f"device: {_quoted(calibration.device)}",
+        f"date: {_quoted(calibration.date)}",
+        "software:",
+        *(f"  {name}: {_quoted(version)}" for name, version in calibration.software),
+        "# Seconds of one contraction versus its FLOPs, per dtype: [FLOPs, seconds].",
+        "matmul:",
+    ]
+    for dtype, curve in calibration.matmul:
+        lines.append(
+            f"  {dtype}:  # floor {format_seconds(curve.floor_s)}, "
+            f"best {format_flops_rate(curve.best_rate)}"
+        )
+        lines += _curve_lines(curve, "  ")
+    for name, curve, what in (
+        ("elementwise", calibration.elementwise, "an elementwise op (Add)"),
+        ("reduction", calibration.reduction, "a row reduction (softmax, last axis)"),
+    ):
+        lines.append(f"# Seconds of {what} versus bytes moved: [bytes, seconds].")
+        lines.append(
+            f"{name}:  # floor {format_seconds(curve.floor_s)}, "
+            f"best {format_bandwidth(curve.best_rate)}"
+        )
+        lines += _curve_lines(curve, "")
+    if calibration.links:
+        lines.append("# Alpha-beta per link kind fitted to all-reduce, all-gather, reduce-scatter.")
+        lines.append("links:")
+        for kind, fit in calibration.links:
+            lines.append(f"  {kind}:")
+            lines += _link_lines(fit.link, "    ")
+            if fit.all_to_all is not None:
+                lines.append("    all_to_all:  # its own fit, for information")
+                lines += _link_lines(fit.all_to_all, "      ")
+            lines.append("    samples:  # [collective, group size, bytes, seconds]")
+            lines += [
+                f"    - [{s.collective}, {s.group_size}, {_float(s.num_bytes)}, "
+                f"{_float(s.seconds)}]"
+                for s in fit.samples
+            ]
+    text = "\n".join(lines) + "\n"
+    parse_calibration(text, "calibration")  # what we write, we read back
+    return text
+
+
+def _curve_lines(curve: Curve, indent: str) -> list[str]:
+    return [f"{indent}- [{_float(work)}, {_float(seconds)}]" for work, seconds in curve.points]
+
+
+def _link_lines(link: Link, indent: str) -> list[str]:
+    return [
+        f"{indent}bandwidth: {_float(link.bandwidth_bytes_per_s)} B/s  "
+        f"# {format_bandwidth(link.bandwidth_bytes_per_s)}",
+        f"{indent}latency: {_float(link.latency_s)} s  # {format_seconds(link.latency_s)}",
+    ]
+
+
+def _float(value: float) -> str:
+    """``repr`` that YAML 1.1 reads as a float: ``1e-05`` -> ``1.0e-05``."""
+    text = repr(float(value))
+    mantissa, sep, exponent = text.partition("e")
+    if sep and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
+def _quoted(text: str) -> str:
+    """A YAML double-quoted scalar (JSON string syntax is valid YAML)."""
+    return json.dumps(text, ensure_ascii=False)

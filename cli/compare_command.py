@@ -1,10 +1,271 @@
-"""`compare`: registered on the main group (see the module's issue)."""
+"""`compare`: the planner's plan against the hand-written baselines (`planner/baselines.py`).
+
+`alpa-plan compare MODEL CLUSTER [options]` plans MODEL, builds every baseline as an explicit
+plan priced by the same cost model, and prints one table on stdout (or, with `--json`, one JSON
+line: `{"auto": {...}, "baselines": {name: {...}}}`). `--write-plans DIR` saves the plans that
+fit as `DIR/auto.plan.json` and `DIR/<baseline>.plan.json`, for `show`, `diff` and `check`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
 import click
+from rich.table import Table
+
+from cli import exit_codes
+from cli.render import error_console, output_console, progress_bar
+from cost_models.cluster_yaml import load_cluster
+from cost_models.units import format_bytes, format_seconds
+from planner.baselines import BASELINES, Baseline, all_baselines, auto_plan
+from planner.onnx_import import load_onnx
+from planner.options import DTYPES, SCHEDULES, PlanOptions
+from plans.errors import InputError
+from plans.io import plan_to_json, write_text_atomically
+from plans.plan import JsonValue, Plan
+
+
+def _parse_dims(values: Sequence[str]) -> dict[str, int]:
+    """NAME=VALUE pairs (as the plan command's --dim)."""
+    dims: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not name or not number.strip().isdigit():
+            raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
+        dims[name] = int(number)
+    return dims
+
+
+def _entry(plan: Plan | None, fits: bool, parameters: dict[str, JsonValue]) -> dict[str, object]:
+    """One row of the JSON output; the estimate's fields are null without a plan."""
+    estimate = plan.estimate if plan is not None else None
+    return {
+        "iteration_time_s": estimate.iteration_time_s if estimate else None,
+        "samples_per_s": estimate.samples_per_s if estimate else None,
+        "tflops_per_gpu": estimate.tflops_per_gpu if estimate else None,
+        "peak_memory_bytes": estimate.peak_memory_bytes if estimate else None,
+        "fits": fits,
+        "parameters": parameters,
+    }
+
+
+def auto_parameters(plan: Plan) -> dict[str, JsonValue]:
+    """What the search chose: microbatches, and per stage its GPUs and logical mesh."""
+    return {
+        "microbatches": plan.settings.microbatches,
+        "stages": len(plan.stages),
+        "stage_gpus": tuple(len(stage.devices) for stage in plan.stages),
+        "logical_meshes": tuple(stage.logical_mesh for stage in plan.stages),
+    }
+
+
+def comparison_document(auto: Plan, baselines: Sequence[Baseline]) -> dict[str, object]:
+    return {
+        "auto": _entry(auto, True, _plain(auto_parameters(auto))),
+        "baselines": {
+            b.name: {
+                **_entry(b.plan, b.fits, _plain(b.parameters)),
+                **({"note": b.note} if b.note else {}),
+            }
+            for b in baselines
+        },
+    }
+
+
+def _plain(parameters: object) -> dict[str, JsonValue]:
+    """Tuples as lists, for JSON."""
+    result: dict[str, JsonValue] = json.loads(json.dumps(parameters))
+    return result
+
+
+def _describe(parameters: dict[str, JsonValue]) -> str:
+    shown = {k: v for k, v in parameters.items() if k not in ("configurations_tried",)}
+    parts = []
+    for key, value in shown.items():
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else value
+        parts.append(f"{key}={text}")
+    return " ".join(str(p) for p in parts)
+
+
+def _render(auto: Plan, baselines: Sequence[Baseline], no_color: bool, seconds: float) -> None:
+    console = output_console(no_color)
+    table = Table(show_edge=False, pad_edge=False)
+    for column, justify in (
+        ("plan", "left"),
+        ("iteration", "right"),
+        ("samples/s", "right"),
+        ("TFLOP/s/GPU", "right"),
+        ("peak mem", "right"),
+        ("fits", "left"),
+        ("auto speed-up", "right"),
+        ("parameters", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    auto_s = auto.estimate.iteration_time_s
+    rows: list[tuple[str, Plan | None, bool, dict[str, JsonValue]]] = [
+        ("auto", auto, True, _plain(auto_parameters(auto)))
+    ]
+    rows += [(b.name, b.plan, b.fits, _plain(b.parameters)) for b in baselines]
+    for name, plan, fits, parameters in rows:
+        if plan is None:
+            table.add_row(name, "-", "-", "-", "-", "no", "-", _describe(parameters))
+            continue
+        e = plan.estimate
+        speedup = e.iteration_time_s / auto_s if auto_s > 0 else math.nan
+        table.add_row(
+            name,
+            format_seconds(e.iteration_time_s),
+            f"{e.samples_per_s:.4g}",
+            f"{e.tflops_per_gpu:.3g}",
+            format_bytes(e.peak_memory_bytes),
+            "yes" if fits else "no",
+            f"{speedup:.2f}x" if name != "auto" else "",
+            _describe(parameters),
+        )
+    console.print(
+        f"{auto.model.name} on {auto.cluster.name} ({auto.cluster.hosts} x "
+        f"{auto.cluster.gpus_per_host} {auto.cluster.gpu.name}), batch {auto.settings.batch_size}"
+    )
+    console.print(table)
+    console.print(f"(compared in {seconds:.1f} s; one cost model for every row)")
+
+
+def _write_plans(directory: str, auto: Plan, baselines: Sequence[Baseline]) -> list[str]:
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, plan in (("auto", auto), *((b.name, b.plan) for b in baselines if b.fits)):
+        assert plan is not None
+        path = folder / f"{name}.plan.json"
+        write_text_atomically(plan_to_json(plan), str(path))
+        written.append(str(path))
+    return written
+
+
+@click.command("compare", epilog=exit_codes.EPILOG)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("cluster", type=click.Path(dir_okay=False))
+@click.option("--batch-size", type=int, help="Global batch size (binds the model's batch).")
+@click.option(
+    "--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a symbolic dimension."
+)
+@click.option("--hosts", type=int, help="Override the cluster's number of hosts.")
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="float16",
+    show_default=True,
+    help="Training dtype; 16-bit training keeps float32 master weights.",
+)
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option(
+    "--microbatches",
+    type=click.IntRange(min=1),
+    help="Microbatches per iteration for every plan. Default: each plan searches the powers "
+    "of two up to 64 that divide the batch.",
+)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="1f1b", show_default=True)
+@click.option(
+    "--memory-fraction",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Share of GPU memory a plan may use.",
+)
+@click.option(
+    "--ilp-time-limit",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds per ILP solve.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes solving layer ILPs at once. Default: all cores.",
+)
+@click.option(
+    "--baseline",
+    "only",
+    multiple=True,
+    type=click.Choice(BASELINES),
+    help="Compare against this baseline only (repeatable). Default: all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON line.")
+@click.option(
+    "--write-plans",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Write the auto plan and every baseline plan that fits to DIR/<name>.plan.json.",
+)
+@click.option(
+    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
+)
+def compare_command(
+    model: str,
+    cluster: str,
+    batch_size: int | None,
+    dims: tuple[str, ...],
+    hosts: int | None,
+    dtype: str,
+    optimizer: str,
+    microbatches: int | None,
+    schedule: str,
+    memory_fraction: float,
+    ilp_time_limit: float,
+    jobs: int | None,
+    only: tuple[str, ...],
+    as_json: bool,
+    write_plans: str | None,
+    no_color: bool,
+) -> int:
+    """Plan MODEL on CLUSTER and compare it with hand-written plans (data parallel, ZeRO-2/3,
+    Megatron-LM 3D, DeepSpeed, intra-op only, inter-op only), all priced by the same cost
+    model. Training only."""
+    started = time.perf_counter()
+    cluster_spec = load_cluster(cluster, hosts=hosts)
+    if dtype not in cluster_spec.gpu.dtypes:
+        raise InputError(
+            cluster, f"gpu.flops.{dtype}", f"a peak FLOP/s for the training dtype {dtype}", "none"
+        )
+    graph = load_onnx(model, batch_size=batch_size, dims=_parse_dims(dims))
+    options = PlanOptions(
+        dtype=dtype,
+        optimizer=optimizer,
+        microbatches=microbatches,
+        schedule=schedule,
+        memory_fraction=memory_fraction,
+        ilp_time_limit_s=ilp_time_limit,
+    )
+    workers = jobs or os.cpu_count() or 1
+    with progress_bar() as progress:
+        auto = auto_plan(graph, cluster_spec, options, jobs=workers, progress=progress)
+        baselines = all_baselines(
+            graph, cluster_spec, options, jobs=workers, progress=progress, only=only or BASELINES
+        )
+    if write_plans:
+        for path in _write_plans(write_plans, auto, baselines):
+            error_console().print(f"wrote {path}", highlight=False)
+    if as_json:
+        click.echo(
+            json.dumps(
+                comparison_document(auto, baselines),
+                sort_keys=True,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        )
+    else:
+        _render(auto, baselines, no_color, time.perf_counter() - started)
+    return exit_codes.OK
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to `group`."""
-    del group
+    group.add_command(compare_command)

@@ -1,0 +1,362 @@
+"""Plan the Alpa paper's workloads (OSDI'22, section 8) and write `benchmarks/RESULTS.md`.
+
+    python benchmarks/paper_workloads.py [--only NAME ...] [--no-baselines] [--jobs N]
+
+Each workload is exported on the meta device by `examples/export_models.py` (needs the
+`export` extra) into `benchmarks/cache/` (ignored by git; reused when present), planned on the
+AWS p3.16xlarge preset (8 x V100 16 GB per host, 25 Gbit/s between hosts) by the full search,
+and compared with the hand-written baselines of `planner/baselines.py` under the same cost
+model. Results are estimates of this planner's cost model, set beside the paper's measured
+TFLOP/s per GPU. Rows already in the results file (`benchmarks/results.json`) are kept, so
+the suite can be run a few workloads at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+
+from cost_models.cluster import Cluster  # noqa: E402
+from cost_models.cluster_yaml import load_cluster  # noqa: E402
+from planner.baselines import BASELINES, all_baselines, auto_plan  # noqa: E402
+from planner.onnx_import import load_onnx  # noqa: E402
+from planner.options import PlanOptions  # noqa: E402
+from plans.errors import InfeasibleError  # noqa: E402
+from plans.plan import Plan  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / "cache"
+RESULTS_JSON = ROOT / "benchmarks" / "results.json"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+P3 = ROOT / "examples" / "clusters" / "aws-p3.16xlarge.yaml"
+
+# Microbatch counts searched by the auto plan and by every baseline. Without
+# rematerialisation (the planner does not model it; Alpa's GPT and MoE runs use it) the
+# paper's batch of 1024 sequences of 1024 tokens fits a 16 GB V100 only in small
+# microbatches, so the counts go up to the whole batch.
+COUNTS_LM = (16, 32, 64, 128, 256, 512, 1024)
+COUNTS_RESNET = (4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    family: str  # "gpt", "moe", "wresnet"
+    gpus: int
+    batch_size: int
+    dtype: str
+    export: Callable[[Path], Any]
+    paper_alpa_tflops: float | None  # measured, per GPU, V100 (paper, figure 7)
+    paper_baseline_tflops: float | None
+    paper_baseline: str  # which system the paper's baseline figure is
+    paper_plan: str = ""  # the plan Alpa chose, where the paper says
+
+
+def _workloads() -> list[Workload]:
+    import export_models as ex  # the exporter of the examples (torch, meta device)
+
+    def gpt(h: int, layers: int, heads: int) -> Callable[[Path], Any]:
+        return lambda p: ex.export_gpt(
+            p, hidden=h, layers=layers, heads=heads, seq=1024, vocab=51200
+        )
+
+    def moe(h: int, layers: int, experts: int) -> Callable[[Path], Any]:
+        # Heads of size 64 (the paper gives hidden, layers and experts only).
+        return lambda p: ex.export_moe(
+            p, hidden=h, layers=layers, heads=h // 64, experts=experts, seq=1024, vocab=32000
+        )
+
+    def wresnet(channels: int) -> Callable[[Path], Any]:
+        return lambda p: ex.export_wide_resnet(
+            p,
+            base_channels=channels,
+            width_factor=2,
+            stages=ex.RESNET50_STAGES,
+            image_size=224,
+            num_classes=1000,
+        )
+
+    g, m = "Megatron-LM", "DeepSpeed"
+    return [
+        Workload("gpt3-1.3b", "gpt", 4, 1024, "float16", gpt(2048, 24, 32), 58.2, 55.9, g),
+        Workload("gpt3-2.6b", "gpt", 8, 1024, "float16", gpt(2560, 32, 32), 61.6, 50.4, g),
+        Workload(
+            "gpt3-6.7b",
+            "gpt",
+            16,
+            1024,
+            "float16",
+            gpt(4096, 32, 32),
+            60.0,
+            56.6,
+            g,
+            "2 stages of one host each, logical mesh 2x4",
+        ),
+        Workload("gpt3-15b", "gpt", 32, 1024, "float16", gpt(5120, 48, 40), 59.9, 58.2, g),
+        Workload(
+            "gpt3-39b",
+            "gpt",
+            64,
+            1024,
+            "float16",
+            gpt(8192, 48, 64),
+            57.0,
+            57.8,
+            g,
+            "16 stages of 4 GPUs",
+        ),
+        Workload("moe-1.3b", "moe", 4, 1024, "float16", moe(768, 16, 16), 39.9, 34.7, m),
+        Workload("moe-2.4b", "moe", 8, 1024, "float16", moe(1024, 16, 16), 45.8, 40.0, m),
+        Workload("moe-10b", "moe", 16, 1024, "float16", moe(1536, 16, 32), 45.4, 12.9, m),
+        Workload("moe-27b", "moe", 32, 1024, "float16", moe(2048, 16, 48), 38.8, 3.8, m),
+        Workload("moe-70b", "moe", 64, 1024, "float16", moe(2048, 32, 64), 36.6, None, m),
+        Workload("wresnet-1b", "wresnet", 4, 1536, "float32", wresnet(320), None, None, "-"),
+        Workload("wresnet-2b", "wresnet", 8, 1536, "float32", wresnet(448), None, None, "-"),
+        Workload("wresnet-4b", "wresnet", 16, 1536, "float32", wresnet(640), None, None, "-"),
+    ]
+
+
+def cluster_for(gpus: int) -> Cluster:
+    """The p3.16xlarge preset with `gpus` GPUs: part of one host below 8, else whole hosts."""
+    base = load_cluster(P3)
+    if gpus < base.gpus_per_host:
+        return dataclasses.replace(base, hosts=1, gpus_per_host=gpus)
+    return base.with_hosts(gpus // base.gpus_per_host)
+
+
+def model_path(workload: Workload) -> Path:
+    path = CACHE / f"{workload.name}.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        workload.export(path)
+    return path
+
+
+def _plan_shape(plan: Plan) -> str:
+    meshes = [f"{len(s.devices)}:{s.logical_mesh[0]}x{s.logical_mesh[1]}" for s in plan.stages]
+    return (
+        f"{len(plan.stages)} stage{'s' if len(plan.stages) > 1 else ''} ["
+        + ", ".join(meshes)
+        + f"], B={plan.settings.microbatches}"
+    )
+
+
+def run_workload(workload: Workload, baselines: bool, jobs: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    path = model_path(workload)
+    export_s = time.perf_counter() - started
+    cluster = cluster_for(workload.gpus)
+    graph = load_onnx(path, batch_size=workload.batch_size)
+    counts = COUNTS_RESNET if workload.family == "wresnet" else COUNTS_LM
+    options = PlanOptions(dtype=workload.dtype)
+    row: dict[str, Any] = {
+        "workload": workload.name,
+        "gpus": workload.gpus,
+        "parameters": graph.parameter_count,
+        "export_s": export_s,
+        "paper_alpa_tflops": workload.paper_alpa_tflops,
+        "paper_baseline_tflops": workload.paper_baseline_tflops,
+        "paper_baseline": workload.paper_baseline,
+        "paper_plan": workload.paper_plan,
+    }
+    started = time.perf_counter()
+    try:
+        auto = auto_plan(graph, cluster, options, counts, jobs=jobs)
+        row["auto"] = {
+            "tflops_per_gpu": auto.estimate.tflops_per_gpu,
+            "iteration_time_s": auto.estimate.iteration_time_s,
+            "peak_memory_bytes": auto.estimate.peak_memory_bytes,
+            "plan": _plan_shape(auto),
+        }
+    except InfeasibleError as error:
+        row["auto"] = {"error": str(error)}
+    row["planning_s"] = time.perf_counter() - started
+    if baselines:
+        started = time.perf_counter()
+        found = all_baselines(graph, cluster, options, counts, jobs=jobs)
+        row["baselines_s"] = time.perf_counter() - started
+        row["baselines"] = {
+            b.name: {
+                "fits": b.fits,
+                "tflops_per_gpu": b.plan.estimate.tflops_per_gpu if b.plan else None,
+                "iteration_time_s": b.plan.estimate.iteration_time_s if b.plan else None,
+                "peak_memory_bytes": b.peak_memory_bytes,
+                "parameters": json.loads(json.dumps(dict(b.parameters))),
+                "note": b.note,
+            }
+            for b in found
+        }
+    return row
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def render(rows: dict[str, dict[str, Any]], order: list[str], skipped: dict[str, str]) -> str:
+    short = {
+        "data-parallel": "DP",
+        "zero2": "ZeRO-2",
+        "zero3": "ZeRO-3",
+        "megatron": "Megatron",
+        "deepspeed": "DeepSpeed",
+        "intra-only": "intra",
+        "inter-only": "inter",
+    }
+    lines = [
+        "| workload | GPUs | auto plan | auto TFLOP/s/GPU | "
+        + " | ".join(short[b] for b in BASELINES)
+        + " | best baseline | auto / best (time) | planning s | paper Alpa | paper baseline |",
+        "|" + "---|" * (9 + len(BASELINES)),
+    ]
+    for name in order:
+        if name not in rows:
+            continue
+        row = rows[name]
+        auto = row["auto"]
+        cells = [name, str(row["gpus"])]
+        if "error" in auto:
+            cells += ["does not fit", "-"]
+        else:
+            cells += [auto["plan"], _fmt(auto["tflops_per_gpu"])]
+        baselines = row.get("baselines", {})
+        best_name, best_s = None, math.inf
+        for b in BASELINES:
+            entry = baselines.get(b)
+            if entry is None:
+                cells.append("n/r")
+            elif not entry["fits"]:
+                cells.append("OOM")
+            else:
+                cells.append(_fmt(entry["tflops_per_gpu"]))
+                if entry["iteration_time_s"] < best_s:
+                    best_name, best_s = b, entry["iteration_time_s"]
+        if best_name is None:
+            cells += ["-", "-"]
+        else:
+            params = baselines[best_name]["parameters"]
+            shown = {k: v for k, v in params.items() if k != "configurations_tried"}
+            cells.append(f"{short[best_name]} {json.dumps(shown, separators=(',', ':'))}")
+            ratio = auto["iteration_time_s"] / best_s if "iteration_time_s" in auto else None
+            cells.append(_fmt(ratio, 4))
+        cells.append(_fmt(row["planning_s"]))
+        paper = _fmt(row["paper_alpa_tflops"])
+        if row.get("paper_plan"):
+            paper += f" ({row['paper_plan']})"
+        cells.append(paper)
+        baseline = row["paper_baseline_tflops"]
+        cells.append(
+            f"{_fmt(baseline)} ({row['paper_baseline']})" if baseline else row["paper_baseline"]
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    if skipped:
+        lines.append("")
+        lines.append("Not run in this pass:")
+        lines.append("")
+        for name, why in skipped.items():
+            lines.append(f"- {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+# Why a row was left out of the last pass (edit when running the suite).
+_SLOW = "not run within the time box of issue 6 on this 2-core machine"
+NOT_RUN: dict[str, str] = {
+    "gpt3-39b": _SLOW + " (see benchmarks/SPEED.md for the search's planning time on it)",
+    **{
+        name: _SLOW + " (gpt3-1.3b took 47 s of search and 282 s of baselines; moe-1.3b 104 s"
+        " and 139 s; the larger rows take longer)"
+        for name in ("gpt3-2.6b", "gpt3-6.7b", "gpt3-15b", "moe-2.4b")
+    },
+    **{name: _SLOW for name in ("moe-10b", "moe-27b", "moe-70b")},
+    **{name: _SLOW for name in ("wresnet-1b", "wresnet-2b", "wresnet-4b")},
+}
+
+HEADER = """# The Alpa paper's workloads: estimates beside the paper
+
+Written by `python benchmarks/paper_workloads.py` (see its docstring). Every figure except the
+last two columns is this planner's *estimate* (its cost model, `cost_models/`), on the AWS
+p3.16xlarge preset (`examples/clusters/aws-p3.16xlarge.yaml`: V100 16 GB at 125 TFLOP/s fp16,
+150 GB/s NVLink per GPU, 25 Gbit/s per host between hosts); fewer than 8 GPUs are part of one
+host. The last two columns are the paper's *measured* TFLOP/s per GPU (OSDI'22, figure 7).
+GPT and MoE: global batch 1024, float16 with Adam; Wide-ResNet: batch 1536, float32.
+
+Columns: the auto plan as `stages [GPUs:logical mesh, ...], B=microbatches`; TFLOP/s per GPU
+of the auto plan and of each baseline (`OOM`: no configuration fits 90% of 16 GB; `n/r`: not
+run); the fastest baseline that fits with its parameters; auto's iteration time over that
+baseline's (at most 1.00 means auto is never slower); the auto search's wall time on this
+2-core machine (all microbatch counts together, 2 worker processes).
+
+"""
+
+NOTES = """
+## Reading the numbers
+
+- **Higher than the paper (GPT).** The compute term is a roofline at the datasheet peak
+  (125 TFLOP/s for fp16 tensor cores). Measured V100 GEMMs in training reach about 70-80% of
+  that peak and attention's softmax/masking kernels less; a calibration file
+  (measured op times, the calibration issue) replaces the roofline. That term alone explains
+  an estimate about 25-40% above the measured figure. Two smaller effects pull the other way:
+  the paper's TFLOP/s count the recomputation of rematerialised activations (4x forward FLOPs
+  instead of 3x), which this planner neither models nor counts; and without rematerialisation
+  the planner must use small microbatches (B = 256 and more at batch 1024) to fit 16 GB.
+- **MoE far above the paper.** The same roofline term, and more: the GShard layers' dispatch
+  and combine einsums and the gating ops are memory-bound kernels the roofline prices at
+  full HBM bandwidth, and the capacity-padded expert GEMMs are small; the paper's Alpa
+  reaches 40 TFLOP/s where GPT reaches 58. Without calibration the estimate cannot see this.
+- **Auto vs. one-stage baselines.** When the best plan is one stage on the whole cluster, the
+  auto search and the `intra-only`/`deepspeed` baselines find nearly the same sharding; the
+  auto plan can be a few parts in 100,000 slower because the search composes single-layer ILPs
+  and the tied embedding / LM-head weight is then owned (stored and synchronised) by two
+  layers, while the one-stage baselines solve the whole model in one ILP.
+- **Megatron.** The best (dp, tp, pp, B) over tp in 1..8 inside a host and every pp; each
+  stage is one ILP with the batch on mesh axis 0 and no ZeRO, so the ILP picks Megatron's
+  column-then-row splits on axis 1 (`tests/test_compare.py`).
+- **DeepSpeed on MoE.** The paper's DeepSpeed-MoE collapses at 2 and 4 hosts because its
+  expert parallelism all-to-alls cross the 25 Gbit/s links; here the baseline is ZeRO data
+  parallelism plus tensor parallelism inside a host, whose all-to-alls stay inside a host.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    workloads = _workloads()
+    names = [w.name for w in workloads]
+    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME")
+    parser.add_argument("--no-baselines", action="store_true", help="auto plan only")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite RESULTS.md from results.json"
+    )
+    args = parser.parse_args(argv)
+    rows: dict[str, dict[str, Any]] = {}
+    if RESULTS_JSON.exists():
+        rows = json.loads(RESULTS_JSON.read_text())
+    for workload in workloads:
+        if args.render_only or (args.only and workload.name not in args.only):
+            continue
+        print(f"{workload.name} on {workload.gpus} GPUs ...", file=sys.stderr, flush=True)
+        row = run_workload(workload, not args.no_baselines, args.jobs)
+        if args.no_baselines and workload.name in rows and "baselines" in rows[workload.name]:
+            row["baselines"] = rows[workload.name]["baselines"]
+            row["baselines_s"] = rows[workload.name].get("baselines_s")
+        rows[workload.name] = row
+        RESULTS_JSON.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(row, sort_keys=True), file=sys.stderr, flush=True)
+    skipped = {n: NOT_RUN.get(n, "not run yet") for n in names if n not in rows}
+    table = render(rows, names, skipped)
+    RESULTS_MD.write_text(HEADER + table + NOTES)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -171,9 +171,10 @@ def build_stages(
             strategies.update({op.name: s for op, s in zip(layer_ops, by_position, strict=True)})
         stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
         holds = in_flight(index, len(choice.stages), choice.microbatches, schedule)
-        parameters = sum(s.parameter_bytes for s in shardings)
-        gradients = sum(s.gradient_bytes for s in shardings)
-        optimizer = sum(s.optimizer_bytes for s in shardings)
+        repeated_parameters, repeated_gradients, repeated_optimizer = plan.repeated_state
+        parameters = sum(s.parameter_bytes for s in shardings) - repeated_parameters
+        gradients = sum(s.gradient_bytes for s in shardings) - repeated_gradients
+        optimizer = sum(s.optimizer_bytes for s in shardings) - repeated_optimizer
         activations = plan.activation_bytes(holds)
         stages.append(
             Stage(

@@ -131,7 +131,9 @@ def plan(
     """The best plan the chosen search finds for `graph` on `cluster`.
 
     `progress(what, done, total)` hears of the work as it goes; `jobs` processes solve layer
-    ILPs at once (the plan does not depend on it)."""
+    ILPs at once (the plan does not depend on it). Worker processes start from a fork server,
+    so a script that calls this with jobs > 1 needs the usual `if __name__ == "__main__":`
+    guard."""
     if options.microbatches is not None and graph.batch_size % options.microbatches:
         raise InfeasibleError(
             f"the batch of {graph.batch_size} does not split into {options.microbatches} "

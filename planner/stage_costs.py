@@ -36,7 +36,7 @@ from cost_models.collectives import point_to_point_s
 from cost_models.mesh import LogicalMesh, logical_mesh
 from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
 from planner.inter_op import Candidate
-from planner.intra_op import IntraOpSettings, StageSharding, prepare_stage
+from planner.intra_op import IntraOpSettings, StageSharding, owned_parameters, prepare_stage
 from planner.intra_op_ilp import MemoryInfeasible
 from planner.layers import LayerSlice, layer_fingerprint
 from planner.reshard import reshard_s
@@ -179,6 +179,9 @@ class RangePlan:
     transient_bytes: int  # held once, whatever the microbatches (remat: one layer's forward)
     resharding_s: float  # part of time_s: between layers of the range
     transfer_s: float  # part of time_s: receiving from earlier stages
+    # Parameter, gradient and optimizer bytes the layers' own plans count more than once (a
+    # parameter shared by layers of the range), already left out of state_bytes.
+    repeated_state: tuple[int, int, int] = (0, 0, 0)
 
     def activation_bytes(self, in_flight: int) -> int:
         return in_flight * self.kept_bytes + self.transient_bytes
@@ -199,6 +202,9 @@ class _LevelTable:
     mesh: LogicalMesh
     layers: list[StageSharding]  # by layer index
     pair_s: dict[tuple[int, int], float]  # resharding, layer a -> later layer b, per microbatch
+    # A parameter used by several layers (a tied embedding) is owned by an op in each layer's
+    # own ILP; per parameter, those owners' (layer, strategy), in layer order.
+    shared: dict[str, list[tuple[int, Strategy]]]
 
 
 class StageCostTable:
@@ -229,6 +235,7 @@ class StageCostTable:
         self._position = {op.name: p for layer in layers
                           for p, op in enumerate(ops[layer.start : layer.stop])}  # fmt: skip
         self._cross = self._cross_layer_edges()
+        self._shared_owners = self._shared_parameter_owners()
         self._pair_bytes = {
             pair: sum(self.tensors[edge[0]].size_bytes for edge in edges)
             for pair, edges in self._cross.items()
@@ -324,6 +331,20 @@ class StageCostTable:
 
     # --- ranges ----------------------------------------------------------------------------
 
+    def _shared_parameter_owners(self) -> dict[str, list[tuple[int, Op]]]:
+        """Parameters that ops of several layers read, with the op that owns (pays for) each
+        in each layer's own ILP; only owners that own that parameter alone, so that their
+        strategy's state is exactly the parameter's."""
+        owners: dict[str, list[tuple[int, Op]]] = {}
+        for k, layer in enumerate(self.layers):
+            ops = self.ops[layer.start : layer.stop]
+            for op_name, names in owned_parameters(ops, self.tensors).items():
+                if len(names) == 1:
+                    (name,) = names
+                    op = next(o for o in ops if o.name == op_name)
+                    owners.setdefault(name, []).append((k, op))
+        return {name: found for name, found in owners.items() if len(found) > 1}
+
     def _cross_layer_edges(self) -> dict[tuple[int, int], list[tuple[str, Op, int, Op, int]]]:
         """(producer layer, consumer layer) -> tensors: (name, producer, output position,
         consumer, input position)."""
@@ -380,8 +401,12 @@ class StageCostTable:
                     )
                     for pair, tensors in self._cross.items()
                 }
+                shared = {
+                    name: [(k, self._strategy(op, chosen)) for k, op in owners]
+                    for name, owners in self._shared_owners.items()
+                }
                 tables.append(
-                    _LevelTable(mesh, [chosen[k].sharding for k in sorted(chosen)], pair_s)
+                    _LevelTable(mesh, [chosen[k].sharding for k in sorted(chosen)], pair_s, shared)
                 )
         self._tables[key] = tables
         return tables
@@ -397,6 +422,12 @@ class StageCostTable:
                 resharding = sum(
                     cost for (a, b), cost in table.pair_s.items() if first <= a and b <= last
                 )
+                # A parameter shared by layers of the range is held and synchronised once.
+                repeats = [
+                    strategy
+                    for owners in table.shared.values()
+                    for strategy in [s for k, s in owners if first <= k <= last][1:]
+                ]
                 found.append(
                     RangePlan(
                         first=first,
@@ -405,9 +436,16 @@ class StageCostTable:
                         mesh=table.mesh,
                         level=level,
                         time_s=sum(s.microbatch_s for s in layers) + resharding + transfer,
-                        iteration_s=sum(s.iteration_s for s in layers),
+                        iteration_s=sum(s.iteration_s for s in layers)
+                        - sum(s.iteration_s for s in repeats),
                         state_bytes=sum(
                             s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes for s in layers
+                        )
+                        - sum(s.state_bytes for s in repeats),
+                        repeated_state=(
+                            sum(s.parameter_bytes for s in repeats),
+                            sum(s.gradient_bytes for s in repeats),
+                            sum(s.optimizer_bytes for s in repeats),
                         ),
                         kept_bytes=self._kept_bytes(layers),
                         transient_bytes=self._transient_bytes(layers),

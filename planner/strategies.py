@@ -53,6 +53,7 @@ from planner.op_flops import op_flops
 from planner.sharding import ShardingSpec
 
 CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
+ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,15 @@ class StrategyOptions:
     # "zero2" / "zero3": always that variant (the baselines of `planner/baselines.py`).
     zero: str = "auto"
     force_data_parallel: bool = False  # split only the batch, over every axis
-    force_batch_dim_to_mesh_dim: int | None = None  # the batch goes on this mesh axis
+    # The batch goes on this mesh axis, for every op whose batch divides it (an op whose
+    # batch cannot go there keeps all its strategies).
+    force_batch_dim_to_mesh_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.zero not in ZERO_MODES:
+            raise ValueError(f"zero must be one of {ZERO_MODES}, not {self.zero!r}")
+        if self.force_batch_dim_to_mesh_dim not in (None, 0, 1):
+            raise ValueError("force_batch_dim_to_mesh_dim must be 0, 1 or None")
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,20 @@ def test_remat_needs_the_full_search() -> None:
     graph = load_onnx(MODELS / "mlp-tiny.onnx", batch_size=8)
     with pytest.raises(InputError, match="--remat"):
         plan(graph, cluster(1, 4, 100e9), PlanOptions(search="intra-only", remat=True))
+
+
+def test_a_tied_embedding_is_held_once_per_stage() -> None:
+    # gpt-tiny ties its token embedding (read by the Gather of layer 0) to the LM head (the
+    # last MatMul of layer 1): each layer's own ILP pays for it; a stage of both pays once.
+    graph = load_onnx(MODELS / "gpt-tiny.onnx", batch_size=16).cast_floats("float16")
+    layers = cluster_layers(graph)
+    small = cluster(1, 4, 100e9)
+    settings = intra_op_settings(PlanOptions(microbatches=1), small)
+    table = StageCostTable(graph.ops, split_batch(graph.tensors, 1), layers, small, settings)
+    whole = table.range_plans(0, 1, (1, 4))[0]
+    each = [table.range_plans(k, k, (1, 4))[0] for k in (0, 1)]
+    tied = 256 * 64  # vocabulary x hidden
+    params, grads, optimizer = whole.repeated_state
+    assert params == 2 * tied  # float16 weights, replicated on the 1x4 mesh
+    assert whole.state_bytes == sum(p.state_bytes for p in each) - (params + grads + optimizer)
+    assert whole.iteration_s < sum(p.iteration_s for p in each)

@@ -1,10 +1,21 @@
-"""Parsing shared by several commands."""
+"""Arguments and loading shared by the commands that plan (`plan`, `compare`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+import click
+
+from cost_models.calibration import Calibration
+from cost_models.cluster import Cluster
+from cost_models.cluster_yaml import load_calibration, load_cluster
+from planner.graph import Graph
+from planner.onnx_import import load_onnx
+from planner.options import DTYPES, SCHEDULES
 from plans.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def parse_dims(values: Sequence[str]) -> dict[str, int]:
@@ -16,3 +27,86 @@ def parse_dims(values: Sequence[str]) -> dict[str, int]:
             raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
         dims[name] = int(number)
     return dims
+
+
+_INPUT_OPTIONS: tuple[Callable[[F], F], ...] = (
+    click.argument("model", type=click.Path(dir_okay=False)),
+    click.argument("cluster", type=click.Path(dir_okay=False)),
+    click.option("--batch-size", type=int, help="Global batch size (binds the model's batch)."),
+    click.option(
+        "--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a symbolic dimension."
+    ),
+    click.option("--hosts", type=int, help="Override the cluster's number of hosts."),
+    click.option(
+        "--dtype",
+        type=click.Choice(DTYPES),
+        default="float16",
+        show_default=True,
+        help="Training dtype; 16-bit training keeps float32 master weights.",
+    ),
+    click.option(
+        "--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True
+    ),
+    click.option("--schedule", type=click.Choice(SCHEDULES), default="1f1b", show_default=True),
+    click.option(
+        "--memory-fraction",
+        type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+        default=0.9,
+        show_default=True,
+        help="Share of GPU memory a plan may use.",
+    ),
+    click.option(
+        "--ilp-time-limit",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help="Seconds per ILP solve; on timeout the best plan found so far is kept.",
+    ),
+    click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Processes solving layer ILPs at once. Default: all cores.",
+    ),
+    click.option(
+        "--calibration",
+        type=click.Path(dir_okay=False),
+        help="Measured costs (from `alpa-plan profile`) in place of the datasheet roofline. "
+        "Default: the cluster YAML's `calibration:` file, if any.",
+    ),
+)
+
+
+def input_options(function: F) -> F:
+    """The model, the cluster and the options that shape every plan of them."""
+    for decorator in reversed(_INPUT_OPTIONS):
+        function = decorator(function)
+    return function
+
+
+def load_inputs(
+    model: str,
+    cluster: str,
+    batch_size: int | None,
+    dims: Sequence[str],
+    hosts: int | None,
+    dtype: str,
+    calibration: str | None,
+) -> tuple[Graph, Cluster, Calibration | None]:
+    """The model, the cluster (with measured links when calibrated) and the calibration."""
+    cluster_spec = load_cluster(cluster, hosts=hosts)
+    calibration_path = calibration or cluster_spec.calibration_path
+    measured = None if calibration_path is None else load_calibration(calibration_path)
+    if measured is not None:  # measured links replace the YAML's; other dtypes scale by its peaks
+        measured = measured.with_reference_gpu(cluster_spec.gpu)
+        cluster_spec = measured.with_links(cluster_spec)
+    if dtype not in cluster_spec.gpu.dtypes:
+        raise InputError(
+            cluster,
+            f"gpu.flops.{dtype}",
+            f"a peak FLOP/s for the training dtype {dtype} (or pick --dtype from "
+            f"{', '.join(d for d in cluster_spec.gpu.dtypes if d in DTYPES)})",
+            "nothing",
+        )
+    graph = load_onnx(model, batch_size=batch_size, dims=parse_dims(dims))
+    return graph, cluster_spec, measured

@@ -19,26 +19,13 @@ import click
 from rich.table import Table
 
 from cli import exit_codes
+from cli.arguments import input_options, load_inputs
 from cli.render import error_console, output_console, progress_bar
-from cost_models.cluster_yaml import load_cluster
 from cost_models.units import format_bytes, format_seconds
 from planner.baselines import BASELINES, Baseline, all_baselines, auto_plan
-from planner.onnx_import import load_onnx
-from planner.options import DTYPES, SCHEDULES, PlanOptions
-from plans.errors import InputError
+from planner.options import PlanOptions
 from plans.io import plan_to_json, write_text_atomically
 from plans.plan import JsonValue, Plan
-
-
-def _parse_dims(values: Sequence[str]) -> dict[str, int]:
-    """NAME=VALUE pairs (as the plan command's --dim)."""
-    dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        if not sep or not name or not number.strip().isdigit():
-            raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
-        dims[name] = int(number)
-    return dims
 
 
 def _entry(plan: Plan | None, fits: bool, parameters: dict[str, JsonValue]) -> dict[str, object]:
@@ -148,47 +135,12 @@ def _write_plans(directory: str, auto: Plan, baselines: Sequence[Baseline]) -> l
 
 
 @click.command("compare", epilog=exit_codes.EPILOG)
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("cluster", type=click.Path(dir_okay=False))
-@click.option("--batch-size", type=int, help="Global batch size (binds the model's batch).")
-@click.option(
-    "--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a symbolic dimension."
-)
-@click.option("--hosts", type=int, help="Override the cluster's number of hosts.")
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default="float16",
-    show_default=True,
-    help="Training dtype; 16-bit training keeps float32 master weights.",
-)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@input_options
 @click.option(
     "--microbatches",
     type=click.IntRange(min=1),
     help="Microbatches per iteration for every plan. Default: each plan searches the powers "
     "of two up to 64 that divide the batch.",
-)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="1f1b", show_default=True)
-@click.option(
-    "--memory-fraction",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-    default=0.9,
-    show_default=True,
-    help="Share of GPU memory a plan may use.",
-)
-@click.option(
-    "--ilp-time-limit",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds per ILP solve.",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes solving layer ILPs at once. Default: all cores.",
 )
 @click.option(
     "--baseline",
@@ -220,6 +172,7 @@ def compare_command(
     memory_fraction: float,
     ilp_time_limit: float,
     jobs: int | None,
+    calibration: str | None,
     only: tuple[str, ...],
     as_json: bool,
     write_plans: str | None,
@@ -229,12 +182,9 @@ def compare_command(
     Megatron-LM 3D, DeepSpeed, intra-op only, inter-op only), all priced by the same cost
     model. Training only."""
     started = time.perf_counter()
-    cluster_spec = load_cluster(cluster, hosts=hosts)
-    if dtype not in cluster_spec.gpu.dtypes:
-        raise InputError(
-            cluster, f"gpu.flops.{dtype}", f"a peak FLOP/s for the training dtype {dtype}", "none"
-        )
-    graph = load_onnx(model, batch_size=batch_size, dims=_parse_dims(dims))
+    graph, cluster_spec, measured = load_inputs(
+        model, cluster, batch_size, dims, hosts, dtype, calibration
+    )
     options = PlanOptions(
         dtype=dtype,
         optimizer=optimizer,
@@ -242,6 +192,7 @@ def compare_command(
         schedule=schedule,
         memory_fraction=memory_fraction,
         ilp_time_limit_s=ilp_time_limit,
+        compute=measured,
     )
     workers = jobs or os.cpu_count() or 1
     with progress_bar() as progress:

@@ -15,12 +15,10 @@ import click
 from rich.markup import escape
 
 from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
-from cli.arguments import parse_dims
+from cli.arguments import input_options, load_inputs
 from cli.render import error_console, print_plan_summary, progress_bar
-from cost_models.cluster_yaml import load_calibration, load_cluster
 from planner import __version__
-from planner.onnx_import import load_onnx
-from planner.options import DTYPES, MODES, OBJECTIVES, SCHEDULES, SUBMESH_SPACES, PlanOptions
+from planner.options import MODES, OBJECTIVES, SUBMESH_SPACES, PlanOptions
 from planner.reshard import ReshardRules
 from planner.search import plan as make_plan
 from planner.strategies import StrategyOptions
@@ -55,8 +53,7 @@ def cli() -> None:
 
 
 @cli.command("plan", epilog=exit_codes.EPILOG)
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("cluster", type=click.Path(dir_okay=False))
+@input_options
 @click.option(
     "-o",
     "--output",
@@ -64,33 +61,12 @@ def cli() -> None:
     help="Where to write the JSON plan ('-' for stdout). Default: MODEL's stem + .plan.json "
     "in the current directory.",
 )
-@click.option("--batch-size", type=int, help="Global batch size (binds the model's batch).")
-@click.option(
-    "--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a symbolic dimension."
-)
-@click.option("--hosts", type=int, help="Override the cluster's number of hosts.")
 @click.option("--mode", type=click.Choice(MODES), default="train", show_default=True)
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default="float16",
-    show_default=True,
-    help="Training dtype; 16-bit training keeps float32 master weights.",
-)
-@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
 @click.option(
     "--microbatches",
     type=click.IntRange(min=1),
     help="Microbatches per iteration. Default: searched over a few divisors of the batch "
     "(1 with --intra-only).",
-)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="1f1b", show_default=True)
-@click.option(
-    "--memory-fraction",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-    default=0.9,
-    show_default=True,
-    help="Share of GPU memory the plan may use.",
 )
 @click.option(
     "--intra-only",
@@ -120,19 +96,6 @@ def cli() -> None:
     "layer inputs, pay one more forward.",
 )
 @click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes solving layer ILPs at once. Default: all cores.",
-)
-@click.option(
-    "--ilp-time-limit",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds per ILP solve; on timeout the best plan found so far is kept.",
-)
-@click.option(
     "--zero/--no-zero",
     default=None,
     help="Shard optimizer state and gradients over the axes where a parameter is replicated "
@@ -145,12 +108,6 @@ def cli() -> None:
     "--force-batch-dim-to-mesh-dim",
     type=click.Choice(["0", "1"]),
     help="Put the batch on this logical mesh axis.",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(dir_okay=False),
-    help="Measured costs (`alpa-plan profile`) in place of the datasheet roofline. Default: "
-    "the cluster YAML's `calibration:` file, if any.",
 )
 def plan_command(
     model: str,
@@ -181,21 +138,9 @@ def plan_command(
 ) -> int:
     """Plan MODEL (ONNX) on CLUSTER (YAML) and write the plan as JSON."""
     started = time.perf_counter()
-    cluster_spec = load_cluster(cluster, hosts=hosts)
-    calibration_path = calibration or cluster_spec.calibration_path
-    measured = None if calibration_path is None else load_calibration(calibration_path)
-    if measured is not None:  # measured links replace the YAML's; other dtypes scale by its peaks
-        measured = measured.with_reference_gpu(cluster_spec.gpu)
-        cluster_spec = measured.with_links(cluster_spec)
-    if dtype not in cluster_spec.gpu.dtypes:
-        raise InputError(
-            cluster,
-            f"gpu.flops.{dtype}",
-            f"a peak FLOP/s for the training dtype {dtype} (or pick --dtype from "
-            f"{', '.join(d for d in cluster_spec.gpu.dtypes if d in DTYPES)})",
-            "nothing",
-        )
-    graph = load_onnx(model, batch_size=batch_size, dims=parse_dims(dims))
+    graph, cluster_spec, measured = load_inputs(
+        model, cluster, batch_size, dims, hosts, dtype, calibration
+    )
     options = PlanOptions(
         mode=mode,
         dtype=dtype,

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cost_models.cluster import Cluster, Gpu, Link
+from cost_models.compute import CONTRACTION_OPS
 
 __all__ = [
     "CALIBRATION_FORMAT",
@@ -75,7 +76,6 @@ COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "a
 # The collectives whose fit sets a link's alpha and beta (ring algorithms, one formula family).
 _LINK_COLLECTIVES = frozenset({"all_reduce", "all_gather", "reduce_scatter"})
 
-CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
 # Ops priced by the reduction curve: they reduce along an axis (a pass for statistics, then a
 # pass to write), unlike elementwise ops that stream once.
 REDUCTION_OPS = frozenset(

@@ -14,7 +14,7 @@ Format (every quantity takes units, see `cost_models.units`)::
     links:
       intra_host: {bandwidth: 150 GB/s, latency: 5 us}
       inter_host: {bandwidth: 3.125 Gbit/s, latency: 20 us}
-    calibration: p3-measured.json   # optional, relative to this file's folder
+    calibration: p3-measured.yaml   # optional, relative to this file's folder
 
 Link bandwidth is what one GPU can send on that link kind (see `cost_models.cluster`). Every
 problem is one `InputError` naming the file and the dotted field; unknown and duplicate keys are

@@ -16,6 +16,10 @@ from typing import Protocol
 
 from cost_models.cluster import Gpu
 
+# ONNX op types that are contractions (matmul-like): priced by matmul throughput, and their
+# backward costs twice their forward.
+CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
+
 # Backward-to-forward compute ratio. Source: a contraction Y = X W needs dX = dY W^T and
 # dW = X^T dY, two products of the forward's size (Kaplan et al. 2020, "Scaling Laws", 6N
 # FLOPs per token for training vs 2N forward); a memory-bound op reads its saved inputs and

@@ -42,6 +42,7 @@ from cost_models.collectives import (
 from cost_models.compute import (
     BACKWARD_RATIO_CONTRACTION,
     BACKWARD_RATIO_MEMORY_BOUND,
+    CONTRACTION_OPS,
     ComputeModel,
     Roofline,
 )
@@ -52,7 +53,6 @@ from planner.notation import Notation
 from planner.op_flops import op_flops
 from planner.sharding import ShardingSpec
 
-CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
 ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
 
 

@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
 from planner.graph import Graph, Op, Tensor, TensorKind, split_batch
 from planner.inter_op import best_pipeline
-from planner.intra_op import IntraOpSettings
+from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
+from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.options import PlanOptions
 from planner.sharding import ShardingSpec
@@ -150,16 +151,66 @@ def in_flight(stage_index: int, num_stages: int, microbatches: int, schedule: st
     return min(num_stages - stage_index, microbatches)
 
 
+def polish_stages(
+    graph: Graph,
+    choice: PipelineChoice,
+    layers: Sequence[LayerSlice],
+    cluster: Cluster,
+    settings: IntraOpSettings,
+    schedule: str,
+) -> dict[int, StageSharding]:
+    """Re-solve each chosen stage as one ILP over its whole range of layers, under the memory
+    its in-flight microbatches leave, with its composed cost as the cutoff: the composition's
+    single-layer ILPs cannot trade across layers (a tied weight's layout, memory spent where
+    it saves most). A stage keeps the exact plan only where the pipeline gets faster.
+
+    Not with rematerialisation, whose memory the stage ILP does not model."""
+    if settings.remat:
+        return {}
+    tensors = split_batch(graph.tensors, choice.microbatches)
+    microbatches = choice.microbatches
+    times = [plan.time_s for plan in choice.stages]
+    syncs = [plan.iteration_s for plan in choice.stages]
+    exact: dict[int, StageSharding] = {}
+    for index, plan in enumerate(choice.stages):
+        ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+        holds = in_flight(index, len(choice.stages), microbatches, schedule)
+        stage_settings = replace(settings, in_flight=holds)
+        cutoff = microbatches * (plan.time_s - plan.transfer_s) + plan.iteration_s
+        try:
+            sharding = solve_stage(ops, tensors, plan.mesh, cluster.gpu, stage_settings, cutoff)
+        except (MemoryInfeasible, CutoffExceeded):
+            continue
+        new_times = [*times[:index], sharding.microbatch_s + plan.transfer_s, *times[index + 1 :]]
+        new_syncs = [*syncs[:index], sharding.iteration_s, *syncs[index + 1 :]]
+        if _pipeline_s(new_times, new_syncs, microbatches) < _pipeline_s(
+            times, syncs, microbatches
+        ):
+            exact[index] = sharding
+            times, syncs = new_times, new_syncs
+    return exact
+
+
+def _pipeline_s(times: Sequence[float], syncs: Sequence[float], microbatches: int) -> float:
+    return sum(times) + (microbatches - 1) * max(times) + sum(syncs)
+
+
 def build_stages(
     graph: Graph,
     choice: PipelineChoice,
     devices: Sequence[tuple[tuple[int, int], ...]],
     layers: Sequence[LayerSlice],
     schedule: str,
+    exact: Mapping[int, StageSharding] | None = None,
 ) -> tuple[Stage, ...]:
+    """The plan's stages: composed from the layers' plans, or from `exact` (see
+    `polish_stages`) where given."""
     table = choice.table
     stages = []
     for index, plan in enumerate(choice.stages):
+        if exact and index in exact:
+            stages.append(_exact_stage(graph, index, plan, exact[index], devices, layers))
+            continue
         shardings = []
         strategies: dict[str, Strategy] = {}
         for k in range(plan.first, plan.last + 1):
@@ -204,6 +255,41 @@ def build_stages(
             )
         )
     return tuple(stages)
+
+
+def _exact_stage(
+    graph: Graph,
+    index: int,
+    plan: RangePlan,
+    sharding: StageSharding,
+    devices: Sequence[tuple[tuple[int, int], ...]],
+    layers: Sequence[LayerSlice],
+) -> Stage:
+    stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+    strategies = dict(sharding.strategies)
+    return Stage(
+        index=index,
+        layers=tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
+        ops=tuple(op.name for op in stage_ops),
+        devices=devices[index],
+        logical_mesh=plan.mesh.shape,
+        strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
+        shardings=frozen_map(_tensor_specs(graph, stage_ops, strategies)),  # type: ignore[arg-type]
+        time=StageTime(
+            forward_s=sharding.forward_s,
+            backward_s=sharding.backward_s,
+            communication_s=sharding.communication_s + plan.transfer_s,
+            gradient_sync_s=sharding.iteration_s,
+            total_s=sharding.microbatch_s + plan.transfer_s,
+        ),
+        memory=StageMemory(
+            parameters_bytes=sharding.parameter_bytes,
+            gradients_bytes=sharding.gradient_bytes,
+            optimizer_bytes=sharding.optimizer_bytes,
+            activations_bytes=sharding.activation_bytes,
+            peak_bytes=sharding.peak_bytes,
+        ),
+    )
 
 
 def _tensor_specs(

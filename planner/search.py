@@ -33,6 +33,7 @@ from planner.pipeshard import (
     build_transfers,
     layer_records,
     pack_devices,
+    polish_stages,
     search_pipelines,
 )
 from planner.stage_costs import submesh_shapes
@@ -175,7 +176,10 @@ def plan_pipeshard(
         )
     chosen = replace(options, microbatches=choice.microbatches)
     devices = pack_devices([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
-    stages = build_stages(typed, choice, devices, layers, options.schedule)
+    exact = polish_stages(
+        typed, choice, layers, cluster, settings_for(choice.microbatches), options.schedule
+    )
+    stages = build_stages(typed, choice, devices, layers, options.schedule, exact)
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
     search: dict[str, JsonValue] = {
@@ -185,6 +189,7 @@ def plan_pipeshard(
         "microbatches": tuple(tried),
         "layer_ilps": choice.table.solves,
         "layer_ilps_at_time_limit": choice.table.timeouts,
+        "stages_solved_whole": tuple(sorted(exact)),
         "replicated_fallback": fallback_op_types(typed),
     }
     return assemble_plan(

@@ -198,3 +198,23 @@ def test_a_tied_embedding_is_held_once_per_stage() -> None:
     assert params == 2 * tied  # float16 weights, replicated on the 1x4 mesh
     assert whole.state_bytes == sum(p.state_bytes for p in each) - (params + grads + optimizer)
     assert whole.iteration_s < sum(p.iteration_s for p in each)
+
+
+def _example_models() -> list[str]:
+    import json
+
+    return sorted(json.loads((MODELS / "models.json").read_text()))
+
+
+@pytest.mark.parametrize("name", _example_models())
+@pytest.mark.parametrize("hosts", [1, 8])
+def test_every_example_model_plans_on_8_and_64_gpus_with_the_full_search(
+    name: str, hosts: int
+) -> None:
+    graph = load_onnx(MODELS / f"{name}.onnx", batch_size=64)
+    result = plan(graph, cluster(hosts, 8, 25e9 / 8, memory=80 * GiB), PlanOptions(microbatches=4))
+    assert sorted(op for stage in result.stages for op in stage.ops) == sorted(
+        op.name for op in graph.ops
+    )
+    assert sum(len(stage.devices) for stage in result.stages) == 8 * hosts
+    assert all(stage.memory.peak_bytes <= 0.9 * 80 * GiB for stage in result.stages)

@@ -33,11 +33,6 @@ from plans.plan import Plan
 GPT_TINY = MODELS / "gpt-tiny.onnx"
 GPT_BATCH = 64
 MICROBATCHES = 4  # fixed, to keep the searches small
-# The auto search composes single-layer ILPs; the one-stage baselines solve the whole model in
-# one ILP. On gpt-tiny the tied embedding / LM-head weight is owned by two layers in the
-# composition, so its gradient sync and memory count twice (about 0.3% of the iteration):
-# the only reason auto may trail a baseline. See the report of issue 6.
-COMPOSITION_TOLERANCE = 1.01
 
 
 def v100_cluster(hosts: int = 2, gpus: int = 4) -> Cluster:
@@ -91,7 +86,9 @@ def test_auto_is_never_slower_than_the_best_baseline(
 ) -> None:
     auto, baselines = compared
     best = min(b.iteration_time_s for b in baselines if b.fits)
-    assert auto.estimate.iteration_time_s <= best * COMPOSITION_TOLERANCE
+    # The chosen stages are solved whole (planner/pipeshard.py: polish_stages), so the search
+    # is never slower than the hand-written plans it could have found.
+    assert auto.estimate.iteration_time_s <= best
     # and clearly faster than plain data parallelism over the slow inter-host link
     dp = next(b for b in baselines if b.name == "data-parallel")
     assert auto.estimate.iteration_time_s < dp.iteration_time_s

@@ -40,14 +40,14 @@ from planner.intra_op import PreparedStage, StageSharding, prepare_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice, cluster_layers, layer_fingerprint, scoped_units
 from planner.options import PlanOptions
-from planner.pipeshard import build_transfers, in_flight, layer_records, pack_devices
-from planner.search import (
-    assemble_plan,
-    intra_op_settings,
-    plan,
-    plan_intra_only,
+from planner.pipeshard import (
+    build_transfers,
+    in_flight,
+    layer_records,
+    pack_devices,
     stage_from_sharding,
 )
+from planner.search import assemble_plan, intra_op_settings, plan, plan_intra_only
 from planner.strategies import StrategyOptions
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Plan, Stage

@@ -201,6 +201,7 @@ def build_stages(
     devices: Sequence[tuple[tuple[int, int], ...]],
     layers: Sequence[LayerSlice],
     schedule: str,
+    cluster: Cluster,
     exact: Mapping[int, StageSharding] | None = None,
 ) -> tuple[Stage, ...]:
     """The plan's stages: composed from the layers' plans, or from `exact` (see
@@ -209,7 +210,19 @@ def build_stages(
     stages = []
     for index, plan in enumerate(choice.stages):
         if exact and index in exact:
-            stages.append(_exact_stage(graph, index, plan, exact[index], devices, layers))
+            stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+            stages.append(
+                stage_from_sharding(
+                    index,
+                    graph,
+                    exact[index],
+                    cluster,
+                    tuple(op.name for op in stage_ops),
+                    tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
+                    devices[index],
+                    plan.transfer_s,
+                )
+            )
             continue
         shardings = []
         strategies: dict[str, Strategy] = {}
@@ -257,30 +270,41 @@ def build_stages(
     return tuple(stages)
 
 
-def _exact_stage(
-    graph: Graph,
+def stage_from_sharding(
     index: int,
-    plan: RangePlan,
+    graph: Graph,
     sharding: StageSharding,
-    devices: Sequence[tuple[tuple[int, int], ...]],
-    layers: Sequence[LayerSlice],
+    cluster: Cluster,
+    op_names: tuple[str, ...],
+    layers: tuple[str, ...] = (),
+    devices: tuple[tuple[int, int], ...] | None = None,
+    transfer_s: float = 0.0,
 ) -> Stage:
-    stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
-    strategies = dict(sharding.strategies)
+    """A plan stage from one ILP's sharding of its ops; `transfer_s` is what receiving from
+    earlier stages adds to each microbatch (communication)."""
+    shardings = {
+        name: str(spec)
+        for name, spec in sharding.specs.items()
+        if graph.tensors[name].kind is not TensorKind.CONSTANT
+    }
     return Stage(
         index=index,
-        layers=tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
-        ops=tuple(op.name for op in stage_ops),
-        devices=devices[index],
-        logical_mesh=plan.mesh.shape,
-        strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
-        shardings=frozen_map(_tensor_specs(graph, stage_ops, strategies)),  # type: ignore[arg-type]
+        layers=layers,
+        ops=op_names,
+        devices=devices
+        if devices is not None
+        else tuple(
+            (host, gpu) for host in range(cluster.hosts) for gpu in range(cluster.gpus_per_host)
+        ),
+        logical_mesh=sharding.mesh.shape,
+        strategies=frozen_map({name: s.name for name, s in sharding.strategies.items()}),  # type: ignore[arg-type]
+        shardings=frozen_map(shardings),  # type: ignore[arg-type]
         time=StageTime(
             forward_s=sharding.forward_s,
             backward_s=sharding.backward_s,
-            communication_s=sharding.communication_s + plan.transfer_s,
+            communication_s=sharding.communication_s + transfer_s,
             gradient_sync_s=sharding.iteration_s,
-            total_s=sharding.microbatch_s + plan.transfer_s,
+            total_s=sharding.microbatch_s + transfer_s,
         ),
         memory=StageMemory(
             parameters_bytes=sharding.parameter_bytes,

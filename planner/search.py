@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from cost_models.cluster import Cluster
 from cost_models.mesh import logical_mesh
 from planner import __version__
-from planner.graph import Graph, Tensor, TensorKind, split_batch
+from planner.graph import Graph, Tensor, split_batch
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import cluster_layers
@@ -35,6 +35,7 @@ from planner.pipeshard import (
     pack_devices,
     polish_stages,
     search_pipelines,
+    stage_from_sharding,
 )
 from planner.stage_costs import submesh_shapes
 from plans.errors import InfeasibleError, InputError
@@ -49,8 +50,6 @@ from plans.plan import (
     PlannerInfo,
     Settings,
     Stage,
-    StageMemory,
-    StageTime,
     Transfer,
     frozen_map,
 )
@@ -179,7 +178,7 @@ def plan_pipeshard(
     exact = polish_stages(
         typed, choice, layers, cluster, settings_for(choice.microbatches), options.schedule
     )
-    stages = build_stages(typed, choice, devices, layers, options.schedule, exact)
+    stages = build_stages(typed, choice, devices, layers, options.schedule, cluster, exact)
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
     search: dict[str, JsonValue] = {
@@ -275,49 +274,6 @@ def _with_inference_activations(
         )
     peak = live_activation_peak_bytes(graph.ops, local, keep=graph.outputs)
     return replace(sharding, activation_bytes=peak)
-
-
-def stage_from_sharding(
-    index: int,
-    graph: Graph,
-    sharding: StageSharding,
-    cluster: Cluster,
-    op_names: tuple[str, ...],
-    layers: tuple[str, ...] = (),
-    devices: tuple[tuple[int, int], ...] | None = None,
-) -> Stage:
-    shardings = {
-        name: str(spec)
-        for name, spec in sharding.specs.items()
-        if graph.tensors[name].kind is not TensorKind.CONSTANT
-    }
-    return Stage(
-        index=index,
-        layers=layers,
-        ops=op_names,
-        devices=devices
-        if devices is not None
-        else tuple(
-            (host, gpu) for host in range(cluster.hosts) for gpu in range(cluster.gpus_per_host)
-        ),
-        logical_mesh=sharding.mesh.shape,
-        strategies=frozen_map({name: s.name for name, s in sharding.strategies.items()}),  # type: ignore[arg-type]
-        shardings=frozen_map(shardings),  # type: ignore[arg-type]
-        time=StageTime(
-            forward_s=sharding.forward_s,
-            backward_s=sharding.backward_s,
-            communication_s=sharding.communication_s,
-            gradient_sync_s=sharding.iteration_s,
-            total_s=sharding.microbatch_s,
-        ),
-        memory=StageMemory(
-            parameters_bytes=sharding.parameter_bytes,
-            gradients_bytes=sharding.gradient_bytes,
-            optimizer_bytes=sharding.optimizer_bytes,
-            activations_bytes=sharding.activation_bytes,
-            peak_bytes=sharding.peak_bytes,
-        ),
-    )
 
 
 def assemble_plan(

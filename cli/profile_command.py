@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cli import exit_codes
+from cli.extras import missing_executor_extra
 from cli.render import error_console, progress_bar
 from cost_models.calibration import (
     Calibration,
@@ -33,8 +34,6 @@ from plans.io import write_text_atomically
 if TYPE_CHECKING:
     from executor.profile import Profile
 
-_EXTRA_MODULES = ("jax", "jaxlib")
-INSTALL_HINT = "pip install 'alpa-plan[executor]'"
 DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 
 
@@ -114,16 +113,7 @@ def profile_command(out: str, dtypes: str, quick: bool, note: str | None) -> int
     try:
         from executor import profile as profiler
     except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] not in _EXTRA_MODULES:
-            raise
-        message = InputError(
-            "alpa-plan profile",
-            "",
-            f"the executor extra ({INSTALL_HINT})",
-            f"no module named {error.name!r}",
-        )
-        error_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-        return exit_codes.BAD_INPUT
+        raise missing_executor_extra("profile", error) from None
     grid = profiler.quick_grid() if quick else profiler.full_grid()
     _, _, device_count = profiler.device_summary()
     total = profiler.timing_count(grid, wanted, device_count)

@@ -14,14 +14,11 @@ import click
 
 from cli import exit_codes
 from cli.arguments import parse_dims
+from cli.extras import missing_executor_extra
 from cli.render import error_console
 from cost_models.units import format_bytes, format_seconds
 from planner.onnx_import import load_onnx
-from plans.errors import InputError
 from plans.io import read_plan
-
-_EXTRA_MODULES = ("jax", "jaxlib", "optax", "onnxruntime")
-INSTALL_HINT = "pip install 'alpa-plan[executor]'"
 
 
 @click.command("run", epilog=exit_codes.EPILOG)
@@ -131,17 +128,7 @@ def run_command(
         from executor.run import run as run_plan
         from executor.stages import ModelFacts
     except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] not in _EXTRA_MODULES:
-            raise
-        # Printed here, not raised: main's console would read the hint's brackets as markup.
-        message = InputError(
-            "alpa-plan run",
-            "",
-            f"the executor extra ({INSTALL_HINT})",
-            f"no module named {error.name!r}",
-        )
-        error_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-        return exit_codes.BAD_INPUT
+        raise missing_executor_extra("run", error) from None
     facts = ModelFacts(
         fingerprint=graph.fingerprint,
         op_outputs={op.name: op.outputs for op in graph.ops},

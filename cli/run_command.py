@@ -173,6 +173,8 @@ def run_command(
             f"{predicted}",
             highlight=False,
         )
+    for sync in report.gradient_sync:
+        console.print(sync.describe(), highlight=False, markup=False)
     if report.losses:
         console.print(f"loss: {report.losses[0]:.6g} -> {report.losses[-1]:.6g}", highlight=False)
     if report.reference_error is not None:

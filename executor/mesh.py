@@ -35,8 +35,16 @@ def parse_spec(text: str) -> tuple[tuple[int, ...], ...]:
 
 
 def partition_spec(text: str) -> PartitionSpec:
+    return partition_spec_of(parse_spec(text))
+
+
+def partition_spec_of(
+    dims: Sequence[tuple[int, ...]], leading: tuple[int, ...] = ()
+) -> PartitionSpec:
+    """Per dimension the mesh axes splitting it -> a PartitionSpec; `leading` adds a first
+    dimension split over those axes (the replica dimension of `executor/replicas.py`)."""
     entries: list[Any] = []
-    for axes in parse_spec(text):
+    for axes in ([leading] if leading else []) + list(dims):
         if not axes:
             entries.append(None)
         elif len(axes) == 1:

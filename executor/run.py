@@ -25,6 +25,7 @@ import numpy as np
 from executor import distributed
 from executor.onnx_model import load_model
 from executor.reference import max_relative_error, reference_outputs
+from executor.replicas import GradientSync
 from executor.runtime import PlanRuntime, RuntimeOptions, StageCollectives, timed
 from executor.stages import ModelFacts
 from executor.train import LOSSES
@@ -60,6 +61,7 @@ class RunReport:
     losses: tuple[float, ...]  # training: per step
     step_times_s: tuple[float, ...]  # wall time of each step, the first includes compilation
     collectives: tuple[StageCollectives, ...]
+    gradient_sync: tuple[GradientSync, ...]  # training: how each stage sums its gradients
     peak_memory_bytes: int | None  # the largest over the plan's devices; None on a CPU
     estimated_iteration_s: float
     estimated_peak_memory_bytes: int
@@ -135,6 +137,7 @@ def run(
         losses=tuple(losses),
         step_times_s=tuple(times),
         collectives=collectives,
+        gradient_sync=runtime.gradient_sync() if mode == "train" else (),
         peak_memory_bytes=_peak_memory(runtime),
         estimated_iteration_s=plan.estimate.iteration_time_s,
         estimated_peak_memory_bytes=plan.estimate.peak_memory_bytes,

@@ -9,11 +9,15 @@
 - The schedule (`executor/pipeline.py`) orders the tasks; JAX dispatches asynchronously, so
   stages on disjoint devices overlap.
 - Training (`executor/train.py`): per-stage VJPs, gradients accumulated over microbatches, one
-  optimizer update per iteration. Differences from the plan's cost model, by design of JAX's
-  SPMD model: a parameter gradient that is summed over a mesh axis is all-reduced inside each
-  microbatch's backward (the plan counts it once per iteration; the values are the same), and
-  ZeRO strategies run as their plain variant (parameters keep their plan spec, optimizer state
-  follows the parameter's sharding).
+  optimizer update per iteration. A stage whose batch is split over mesh axes used for nothing
+  else runs as data-parallel replicas (`executor/replicas.py`): its parameter gradients stay
+  partial sums on their devices until one all-reduce (or reduce-scatter) per iteration, as the
+  plan charges them. Other stages leave the sum to XLA, inside every microbatch's backward
+  (same values, more communication); `PlanRuntime.gradient_sync()` says which stage does what.
+- ZeRO: a parameter whose owning op has a `zero2` strategy keeps its gradient and optimizer
+  state sharded over the mesh axes it is replicated over (the gradient sum is a
+  reduce-scatter, the updated weights are all-gathered); `zero3` stores the weights sharded
+  too, and the stage gathers them where it reads them.
 - Compute is in the model's own dtype (float32 for the exported models); the plan's training
   dtype is used for its estimates only.
 """
@@ -34,9 +38,17 @@ from jax.sharding import Mesh, NamedSharding
 from executor import train
 from executor.collectives import compiled_collectives, predicted_collectives
 from executor.graph_fn import Analysis, analyse, evaluate, input_shapes
-from executor.mesh import named, shard_counts, stage_mesh
+from executor.mesh import named, parse_spec, partition_spec_of, shard_counts, stage_mesh
 from executor.onnx_model import OnnxModel, seeded_weights
 from executor.pipeline import schedule_tasks
+from executor.replicas import (
+    Dims,
+    GradientSync,
+    ReplicaLayout,
+    batch_dims,
+    replica_layout,
+    zero_storage_dims,
+)
 from executor.stages import ModelFacts, StageProgram, bind_plan, facts_from_model
 from plans.errors import InputError
 from plans.plan import Plan
@@ -63,6 +75,13 @@ class StageCollectives:
     @property
     def agree(self) -> bool:
         return self.predicted == frozenset(self.compiled)
+
+
+@dataclass(frozen=True)
+class TrainingCollectives:
+    stage: int
+    backward: Mapping[str, int]  # kind -> count in one microbatch's compiled backward pass
+    gradient_sum: Mapping[str, int] | None  # the iteration's gradient sum; None: in backward
 
 
 class PlanRuntime:
@@ -106,15 +125,22 @@ class PlanRuntime:
         }
         self.forwards = tuple(self._forward(program) for program in self.programs)
         self.forward_jits = tuple(jax.jit(fn) for fn in self.forwards)
-        self.params: list[Tree] = [
-            {name: self._place(weights[name], name, p.index) for name in p.parameters}
-            for p in self.programs
-        ]
         self.owner: dict[str, int] = {}
         for program in self.programs:
             for name in program.parameters:
                 self.owner.setdefault(name, program.index)
+        self.zero = self._zero_modes() if options.mode == "train" else {}
+        self.params: list[Tree] = [
+            {
+                name: self._place(
+                    weights[name], name, p.index, self.parameter_sharding(name, p.index)
+                )
+                for name in p.parameters
+            }
+            for p in self.programs
+        ]
         self._training: _Training | None = None
+        self._analyses: dict[int, Analysis] = {self.microbatch_size: self.analysis}
 
     # --- placement ---------------------------------------------------------------------------
 
@@ -135,9 +161,55 @@ class PlanRuntime:
     def sharding(self, name: str, stage: int) -> NamedSharding:
         return named(self.meshes[stage], self.programs[stage].specs.get(name))
 
-    def _place(self, value: Array, name: str, stage: int) -> Array:
-        """Host data or another stage's array -> this stage, in its spec for `name`."""
-        target = self.sharding(name, stage)
+    def _zero_modes(self) -> dict[str, str]:
+        """Parameter -> 'zero2' or 'zero3', from the strategy of its owner's first op reading it
+        (the planner charges a parameter's state to its first consumer)."""
+        modes: dict[str, str] = {}
+        seen: set[str] = set()
+        for program in self.programs:
+            strategies = self.plan.stages[program.index].strategies
+            for node in program.nodes:
+                for name in node.inputs:
+                    if name not in program.parameters or name in seen:
+                        continue
+                    seen.add(name)
+                    if self.owner[name] != program.index:
+                        continue
+                    strategy = strategies.get(node.name, "")
+                    for mode in ("zero2", "zero3"):
+                        if strategy.endswith(" " + mode):
+                            modes[name] = mode
+        return modes
+
+    def zero_sharding(self, name: str, stage: int) -> NamedSharding | None:
+        """Where a ZeRO parameter's gradient and optimizer state (and, for zero3, its weights)
+        live on its owning stage: None when it has no ZeRO strategy or no dimension can take
+        the axes it is replicated over."""
+        if name not in self.zero or self.owner[name] != stage:
+            return None
+        program = self.programs[stage]
+        spec = program.specs.get(name)
+        shape = tuple(self.analysis.shapes[name].shape)
+        dims: Dims = parse_spec(spec) if spec is not None else tuple(() for _ in shape)
+        stored = zero_storage_dims(dims, shape, program.logical_mesh)
+        if stored is None:
+            return None
+        return NamedSharding(self.meshes[stage], partition_spec_of(stored))
+
+    def parameter_sharding(self, name: str, stage: int) -> NamedSharding:
+        """Where a parameter's weights live between steps: its plan spec, or sharded (zero3)."""
+        if self.zero.get(name) == "zero3":
+            stored = self.zero_sharding(name, stage)
+            if stored is not None:
+                return stored
+        return self.sharding(name, stage)
+
+    def _place(
+        self, value: Array, name: str, stage: int, target: NamedSharding | None = None
+    ) -> Array:
+        """Host data or another stage's array -> this stage, in its spec for `name` (or in
+        `target`)."""
+        target = target or self.sharding(name, stage)
         spec = self.programs[stage].specs.get(name)
         shape = np.shape(value)
         if spec is not None:
@@ -157,10 +229,21 @@ class PlanRuntime:
 
     # --- the stage functions -----------------------------------------------------------------
 
-    def _forward(self, program: StageProgram) -> Callable[[Tree, Tree], Tree]:
+    def _forward(
+        self,
+        program: StageProgram,
+        specs: Mapping[str, Dims] | None = None,
+        static: Mapping[str, np.ndarray] | None = None,
+    ) -> Callable[[Tree, Tree], Tree]:
+        """The stage as a function of its parameters and inputs, every tensor constrained to
+        its spec: the plan's, or `specs` (a replica's, with `static` traced at its size)."""
         mesh = self.meshes[program.index]
-        shardings = {name: named(mesh, spec) for name, spec in program.specs.items()}
-        static = self.analysis.static
+        if specs is None:
+            specs = {name: parse_spec(spec) for name, spec in program.specs.items()}
+        shardings = {
+            name: NamedSharding(mesh, partition_spec_of(dims)) for name, dims in specs.items()
+        }
+        static = self.analysis.static if static is None else static
         read = {name for node in program.nodes for name in node.inputs if name in static}
         constants = {name: static[name] for name in read}
         model = self.model
@@ -171,7 +254,8 @@ class PlanRuntime:
 
         def forward(params: Tree, inputs: Tree) -> Tree:
             env: dict[str, Array] = dict(constants)
-            env.update(params)
+            # Parameters stored sharded (zero3) are gathered into their plan spec here.
+            env.update({name: constrain(name, value) for name, value in params.items()})
             env.update({name: constrain(name, value) for name, value in inputs.items()})
             evaluate(program.nodes, env, model.opset, model.source, constrain)
             return {name: env[name] for name in program.outputs}
@@ -319,6 +403,47 @@ class PlanRuntime:
             self._training = _Training(self)
         return self._training.step(self._check_inputs(inputs), labels)
 
+    def training_collectives(
+        self, inputs: Mapping[str, np.ndarray], labels: np.ndarray | None = None
+    ) -> tuple[TrainingCollectives, ...]:
+        """What XLA compiled for training, per stage: the collectives of one microbatch's
+        backward pass and of the once-per-iteration gradient sum."""
+        if self._training is None:
+            self._training = _Training(self)
+        texts = self._training.compiled_texts(self._check_inputs(inputs), labels)
+        return tuple(
+            TrainingCollectives(
+                stage=index,
+                backward=dict(compiled_collectives(backward)),
+                gradient_sum=None if total is None else dict(compiled_collectives(total)),
+            )
+            for index, (backward, total) in enumerate(texts)
+        )
+
+    def gradient_sync(self) -> tuple[GradientSync, ...]:
+        """Per stage, whether its parameter gradients are summed once per iteration."""
+        if self._training is None:
+            self._training = _Training(self)
+        return tuple(self._training.sync)
+
+    def batch_dims(self) -> dict[str, int | None]:
+        """Per traced tensor, its batch dimension (`executor/replicas.py`)."""
+        doubled = self._analysis_at(2 * self.microbatch_size)
+        return batch_dims(
+            {name: tuple(v.shape) for name, v in self.analysis.shapes.items()},
+            {name: tuple(v.shape) for name, v in doubled.shapes.items()},
+        )
+
+    def replica_analysis(self, count: int) -> Analysis:
+        """The model traced at the size of one of `count` replicas of a microbatch."""
+        return self._analysis_at(self.microbatch_size // count)
+
+    def _analysis_at(self, batch: int) -> Analysis:
+        if batch not in self._analyses:
+            shapes = input_shapes(self.model, batch, self.options.dims)
+            self._analyses[batch] = analyse(self.model, self.weights, shapes)
+        return self._analyses[batch]
+
     def loss_output_shape(self) -> tuple[int, ...]:
         return tuple(self.analysis.shapes[self.model.outputs[0]].shape)
 
@@ -348,6 +473,10 @@ class _Training:
         self.float_outputs: list[tuple[str, ...]] = []
         self.forward_vjp = []
         self.backward = []
+        self.layouts: list[ReplicaLayout | None] = []
+        self.sync: list[GradientSync] = []
+        self.reduce: list[Callable[[Tree], Tree] | None] = []
+        batch_dim = runtime.batch_dims()
         for program in runtime.programs:
             later_read = tuple(
                 name
@@ -357,7 +486,35 @@ class _Training:
             )
             self.float_outputs.append(later_read)
             loss = (options.loss, self.loss_name) if program.index == self.loss_stage else None
-            fn = train.forward_with_vjp(runtime.forwards[program.index], later_read, loss)
+            layout, reason = self._layout(program, batch_dim)
+            self.layouts.append(layout)
+            self.sync.append(GradientSync(program.index, layout.axes if layout else (), reason))
+            if layout is None:
+                fn = train.forward_with_vjp(runtime.forwards[program.index], later_read, loss)
+                self.reduce.append(None)
+            else:
+                inner = runtime.replica_analysis(layout.count)
+                forward = runtime._forward(program, layout.inner_specs, inner.static)
+                mesh = runtime.meshes[program.index]
+                copies = {
+                    name: NamedSharding(
+                        mesh,
+                        partition_spec_of(
+                            parse_spec(program.specs[name])
+                            if name in program.specs
+                            else tuple(() for _ in runtime.analysis.shapes[name].shape),
+                            leading=layout.axes,
+                        ),
+                    )
+                    for name in program.parameters
+                }
+                fn = train.replicated_forward_with_vjp(forward, layout, copies, later_read, loss)
+                totals = {
+                    name: runtime.zero_sharding(name, program.index)
+                    or runtime.sharding(name, program.index)
+                    for name in program.parameters
+                }
+                self.reduce.append(jax.jit(train.sum_replicas, out_shardings=totals))
             self.forward_vjp.append(jax.jit(fn))
             self.backward.append(jax.jit(train.backward))
         self.add = jax.jit(train.add_trees)
@@ -370,22 +527,88 @@ class _Training:
         self.update = []
         for i in range(len(runtime.programs)):
             params = {name: runtime.params[i][name] for name in sorted(self.owned[i])}
-            replicated = named(runtime.meshes[i], None)
+            # Optimizer state lies where the gradient does: the parameter's spec, or its ZeRO
+            # shard.
+            state_of = {
+                name: runtime.zero_sharding(name, i) or runtime.sharding(name, i) for name in params
+            }
             state = jax.jit(transform.init)(params)
-            state_shardings = jax.tree.map(
-                lambda leaf, fallback=replicated: (
-                    leaf.sharding if isinstance(leaf.sharding, NamedSharding) else fallback
-                ),
-                state,
+            state_shardings = _state_shardings(
+                state, state_of, params, named(runtime.meshes[i], None)
             )
             self.opt_state.append(jax.device_put(state, state_shardings))
-            # Updated parameters keep their plan spec, and the optimizer state its sharding, so
+            # Updated parameters keep their place, and the optimizer state its sharding, so
             # every iteration runs the same compiled update.
-            shardings = ({name: value.sharding for name, value in params.items()}, state_shardings)
+            kept = {name: runtime.params[i][name].sharding for name in params}
+            shardings = (kept, state_shardings)
             self.update.append(jax.jit(train.apply_update(transform), out_shardings=shardings))
+
+    def _layout(
+        self, program: StageProgram, batch_dim: Mapping[str, int | None]
+    ) -> tuple[ReplicaLayout | None, str]:
+        rt = self.runtime
+        shapes = {name: tuple(value.shape) for name, value in rt.analysis.shapes.items()}
+        layout, reason = replica_layout(program, shapes, batch_dim, rt.analysis.static)
+        if layout is None:
+            return None, reason
+        if rt.microbatch_size % layout.count:
+            return None, (
+                f"the microbatch of {rt.microbatch_size} does not divide into "
+                f"{layout.count} replicas"
+            )
+        inner = rt.replica_analysis(layout.count)
+        read = {name for node in program.nodes for name in node.inputs if name}
+        missing = sorted(
+            name for name in read if name in rt.analysis.static and name not in inner.static
+        )
+        if missing:
+            return None, f"{missing[0]!r} is static at the microbatch size only"
+        return layout, ""
 
     def _float_input(self, name: str) -> bool:
         return name in self.runtime.made_in and train.is_float(self.runtime.analysis.shapes[name])
+
+    def _forward_task(
+        self,
+        i: int,
+        m: int,
+        data: Mapping[str, np.ndarray],
+        labels: np.ndarray | None,
+        produced: dict[tuple[str, int], Array],
+    ) -> tuple[Tree, Any]:
+        """Stage i's forward pass on microbatch m: its outputs go to `produced`; returns its
+        differentiable outputs and its VJP."""
+        rt = self.runtime
+        program = rt.programs[i]
+        feeds = {name: rt._feed(name, i, m, data, produced) for name in program.inputs}
+        floats = {k: v for k, v in feeds.items() if self._float_input(k)}
+        others = {k: v for k, v in feeds.items() if k not in floats}
+        label = None
+        if i == self.loss_stage and labels is not None:
+            label = rt._place(rt._microbatch(labels, m), "labels", i)
+        diff, rest, vjp = self.forward_vjp[i](rt.params[i], floats, others, label)
+        for name, value in [*diff.items(), *rest.items()]:
+            produced[(name, m)] = value
+        return diff, vjp
+
+    def compiled_texts(
+        self, data: Mapping[str, np.ndarray], labels: np.ndarray | None
+    ) -> list[tuple[str, str | None]]:
+        """Per stage, the optimized HLO of one microbatch's backward pass and of the
+        once-per-iteration gradient sum (None where XLA sums inside the backward)."""
+        produced: dict[tuple[str, int], Array] = {}
+        texts: list[tuple[str, str | None]] = []
+        for i in range(len(self.runtime.programs)):
+            diff, vjp = self._forward_task(i, 0, data, labels, produced)
+            cotangents = train.zero_cotangents(diff)
+            backward_text = str(self.backward[i].lower(vjp, cotangents).compile().as_text())
+            reduce = self.reduce[i]
+            sum_text = None
+            if reduce is not None:
+                d_params, _ = self.backward[i](vjp, cotangents)
+                sum_text = str(reduce.lower(d_params).compile().as_text())  # type: ignore[attr-defined]
+            texts.append((backward_text, sum_text))
+        return texts
 
     def step(self, data: Mapping[str, np.ndarray], labels: np.ndarray | None) -> float:
         rt = self.runtime
@@ -403,17 +626,8 @@ class _Training:
         for tick in ticks:
             for task in tick:
                 i, m = task.stage, task.microbatch
-                program = rt.programs[i]
                 if not task.backward:
-                    feeds = {name: rt._feed(name, i, m, data, produced) for name in program.inputs}
-                    floats = {k: v for k, v in feeds.items() if self._float_input(k)}
-                    others = {k: v for k, v in feeds.items() if k not in floats}
-                    label = None
-                    if i == self.loss_stage and labels is not None:
-                        label = rt._place(rt._microbatch(labels, m), "labels", i)
-                    diff, rest, vjp = self.forward_vjp[i](rt.params[i], floats, others, label)
-                    for name, value in [*diff.items(), *rest.items()]:
-                        produced[(name, m)] = value
+                    diff, vjp = self._forward_task(i, m, data, labels, produced)
                     if train.LOSS_KEY in diff:
                         losses.append(diff[train.LOSS_KEY])
                     vjps[(i, m)] = vjp
@@ -437,6 +651,9 @@ class _Training:
 
     def _apply(self, grads: list[Tree | None]) -> None:
         rt = self.runtime
+        for i, reduce in enumerate(self.reduce):
+            if reduce is not None and grads[i] is not None:
+                grads[i] = reduce(grads[i])  # the iteration's one all-reduce or reduce-scatter
         for i, program in enumerate(rt.programs):
             stage_grads = grads[i] or {}
             for name in program.parameters:
@@ -444,7 +661,8 @@ class _Training:
                 if owner != i:  # a shared parameter: its gradient goes to the owner
                     owned = grads[owner]
                     assert owned is not None
-                    moved = rt._place(stage_grads[name], name, owner)
+                    target = rt.zero_sharding(name, owner) or rt.sharding(name, owner)
+                    moved = rt._place(stage_grads[name], name, owner, target)
                     owned[name] = owned[name] + moved
         for i in range(len(rt.programs)):
             if not self.owned[i]:
@@ -461,7 +679,26 @@ class _Training:
             for name in program.parameters:
                 owner = rt.owner[name]
                 if owner != i:
-                    rt.params[i][name] = rt._place(rt.params[owner][name], name, i)
+                    rt.params[i][name] = rt._place(
+                        rt.params[owner][name], name, i, rt.parameter_sharding(name, i)
+                    )
+
+
+def _state_shardings(
+    state: Any, by_name: Mapping[str, NamedSharding], params: Tree, fallback: NamedSharding
+) -> Any:
+    """Each optimizer-state leaf of a parameter's shape, under that parameter's name in the
+    state tree (optax keeps one tree like the parameters per moment), gets `by_name[name]`;
+    anything else (step counts) is replicated."""
+
+    def pick(path: tuple[Any, ...], leaf: Any) -> NamedSharding:
+        for entry in reversed(path):
+            name = getattr(entry, "key", None)
+            if name in by_name and np.shape(leaf) == np.shape(params[name]):
+                return by_name[name]
+        return fallback
+
+    return jax.tree_util.tree_map_with_path(pick, state)
 
 
 def to_host(value: Array) -> np.ndarray:

@@ -26,6 +26,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
+
+from executor.mesh import AXIS_NAMES
+from executor.replicas import ReplicaLayout, split_replicas
 
 LOSSES = ("mean", "cross-entropy")
 LOSS_KEY = "__loss__"  # the loss among a stage's differentiable outputs
@@ -79,6 +83,63 @@ def forward_with_vjp(
         return diff, rest, vjp
 
     return run
+
+
+def replicated_forward_with_vjp(
+    forward: StageForward,
+    layout: ReplicaLayout,
+    copy_shardings: Mapping[str, NamedSharding],
+    differentiable_outputs: tuple[str, ...],
+    loss: tuple[str, str] | None,
+) -> Callable[[Tree, Tree, Tree, Array | None], tuple[Tree, Tree, Any]]:
+    """`forward_with_vjp` for a stage run as data-parallel replicas (`executor/replicas.py`).
+
+    Inputs and outputs are the whole microbatch, as for `forward_with_vjp`; the VJP gives each
+    parameter's gradient per replica, shape (replicas, *parameter shape) sharded over the
+    replica axes: partial sums, until `sum_replicas` adds them once per iteration. `forward`
+    is the stage at one replica's size, constrained to the plan's specs without those axes.
+    The loss is the mean of the replicas' losses (equal numbers of samples each).
+    """
+    spmd_axes = tuple(AXIS_NAMES[axis] for axis in layout.axes)
+
+    def run(params: Tree, float_inputs: Tree, other_inputs: Tree, labels: Array | None) -> Any:
+        copies = {
+            name: jax.lax.with_sharding_constraint(
+                jnp.broadcast_to(value, (layout.count, *value.shape)), copy_shardings[name]
+            )
+            for name, value in params.items()
+        }
+        others = {name: layout.split(value, name) for name, value in other_inputs.items()}
+        replica_labels = None if labels is None else split_replicas(labels, 0, layout.count)
+
+        def replica(p: Tree, x: Tree, o: Tree, label: Array | None) -> tuple[Tree, Tree]:
+            outputs = forward(p, {**x, **o})
+            diff = {name: outputs[name] for name in differentiable_outputs}
+            rest = {name: value for name, value in outputs.items() if name not in diff}
+            if loss is not None:
+                diff[LOSS_KEY] = loss_value(loss[0], outputs[loss[1]], label)
+            return diff, rest
+
+        def stage(p: Tree, x: Tree) -> tuple[Tree, Tree]:
+            split = {name: layout.split(value, name) for name, value in x.items()}
+            diff, rest = jax.vmap(replica, spmd_axis_name=spmd_axes)(
+                p, split, others, replica_labels
+            )
+            joined = {
+                name: jnp.mean(value) if name == LOSS_KEY else layout.join(value, name)
+                for name, value in diff.items()
+            }
+            return joined, {name: layout.join(value, name) for name, value in rest.items()}
+
+        diff, vjp, rest = jax.vjp(stage, copies, float_inputs, has_aux=True)
+        return diff, rest, vjp
+
+    return run
+
+
+def sum_replicas(grads: Tree) -> Tree:
+    """Per-replica partial gradients -> the gradient: the iteration's one collective."""
+    return {name: jnp.sum(value, axis=0) for name, value in grads.items()}
 
 
 def backward(vjp: Any, cotangents: Tree) -> tuple[Tree, Tree]:

@@ -308,6 +308,117 @@ def test_training_loss_decreases_over_20_steps(make_plan: Callable[..., Path]) -
     assert sum(b < a for a, b in itertools.pairwise(losses)) >= 15
 
 
+def _one_step_matches_one_device(plan: Plan, model: str, **options: object) -> PlanRuntime:
+    """One SGD step of `plan` moves the weights as the unsharded model's step does."""
+    sharded = runtime(plan, model, "train", learning_rate=0.1, **options)
+    single = runtime(one_device(plan), model, "train", learning_rate=0.1, **options)
+    inputs = sharded.random_inputs(seed=3)
+    before = single.parameters()
+    assert sharded.train_step(inputs) == pytest.approx(single.train_step(inputs), rel=TOLERANCE)
+    assert _relative(single.parameters(), before) > 1e-3
+    assert _relative(sharded.parameters(), single.parameters()) < TOLERANCE
+    return sharded
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt2", "convnet"])
+def test_data_parallel_gradients_are_summed_once_per_iteration_not_per_microbatch(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    """The plan charges the gradient all-reduce once per iteration: the compiled backward of a
+    microbatch holds no collective, and the iteration's gradient sum one all-reduce."""
+    plan = read_plan(make_plan(model, "--force-data-parallel", "--microbatches", "2"))
+    run = runtime(plan, model, "train")
+    ((mesh_axes, _),) = [(s.replica_axes, s.reason) for s in run.gradient_sync()]
+    assert mesh_axes == tuple(a for a, size in enumerate(plan.stages[0].logical_mesh) if size > 1)
+    (compiled,) = run.training_collectives(run.random_inputs(seed=1))
+    assert compiled.backward == {}
+    assert compiled.gradient_sum is not None and set(compiled.gradient_sum) == {"all-reduce"}
+
+
+def data_and_tensor_parallel_mlp(plan: Plan) -> Plan:
+    """mlp.onnx on a 2x4 mesh: the batch over axis 0, fc1 and fc2 Megatron-split over axis 1."""
+    specs = {**megatron_mlp_specs(), "x": "S0R", "linear": "S0S1", "relu": "S0S1"}
+    specs["linear_1"] = "S0R"
+    (stage,) = plan.stages
+    plan = dataclasses.replace(plan, stages=(dataclasses.replace(stage, logical_mesh=(2, 4)),))
+    return with_specs(plan, "mlp", specs)
+
+
+def test_data_times_tensor_parallelism_sums_gradients_once_over_the_batch_axis_only(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = data_and_tensor_parallel_mlp(read_plan(make_plan("mlp", "--optimizer", "sgd")))
+    run = _one_step_matches_one_device(plan, "mlp")
+    (sync,) = run.gradient_sync()
+    assert sync.replica_axes == (0,), sync.reason
+    assert "once per iteration over mesh axes 0" in sync.describe()
+
+
+def test_a_batch_axis_that_also_splits_a_weight_leaves_the_sum_to_xla_and_says_why(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = read_plan(make_plan("mlp", "--optimizer", "sgd"))
+    specs = {**megatron_mlp_specs(), "x": "S1R"}  # axis 1 splits the batch and the features
+    run = _one_step_matches_one_device(with_specs(plan, "mlp", specs), "mlp")
+    (sync,) = run.gradient_sync()
+    assert not sync.once_per_iteration
+    assert sync.reason == (
+        "mesh axis 1: it splits 'fc1.bias', which does not depend on the stage's inputs"
+    )
+    assert "summed by XLA in every microbatch" in sync.describe()
+
+
+def _as_zero(plan: Plan, mode: str) -> Plan:
+    stages = tuple(
+        dataclasses.replace(
+            stage,
+            strategies=frozen_map(
+                {op: s.replace(" zero2", " " + mode) for op, s in stage.strategies.items()}
+            ),
+        )
+        for stage in plan.stages
+    )
+    return dataclasses.replace(plan, stages=stages)
+
+
+@pytest.mark.parametrize("mode", ["zero2", "zero3"])
+def test_zero_plans_shard_what_they_say_and_train_as_one_device_does(
+    make_plan: Callable[..., Path], mode: str
+) -> None:
+    plan = read_plan(make_plan("mlp", "--zero", "--force-data-parallel", "--optimizer", "sgd"))
+    assert all(s.endswith(" zero2") for s in plan.stages[0].strategies.values() if "x RR" in s)
+    plan = _as_zero(plan, mode)
+    run = _one_step_matches_one_device(plan, "mlp")
+    weight = run.params[0]["fc1.weight"]  # in the plan's spec RR on a 1x8 mesh
+    assert run.zero["fc1.weight"] == mode
+    stored = run.zero_sharding("fc1.weight", 0)
+    assert stored is not None and stored.spec == jax.sharding.PartitionSpec("y", None)
+    if mode == "zero3":
+        assert weight.sharding.spec == stored.spec  # stored sharded, gathered where read
+    else:
+        assert weight.sharding.is_fully_replicated  # the plan's RR
+    (compiled,) = run.training_collectives(run.random_inputs(seed=1))
+    assert compiled.gradient_sum is not None
+    # A reduce-scatter, or (XLA's CPU backend) an all-reduce it slices.
+    assert set(compiled.gradient_sum) <= {"all-reduce", "reduce-scatter"}
+
+
+def test_zero2_keeps_adam_state_sharded_and_follows_the_single_device_loss(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = read_plan(make_plan("mlp", "--zero", "--force-data-parallel", "--microbatches", "2"))
+    sharded = runtime(plan, "mlp", "train", learning_rate=1e-2)
+    single = runtime(one_device(plan), "mlp", "train", learning_rate=1e-2)
+    inputs = sharded.random_inputs(seed=3)
+    for _ in range(3):
+        assert sharded.train_step(inputs) == pytest.approx(single.train_step(inputs), rel=1e-4)
+    stored = sharded.zero_sharding("fc1.weight", 0)
+    state = sharded._training.opt_state[0]  # type: ignore[union-attr]
+    shape = sharded.params[0]["fc1.weight"].shape
+    moments = [leaf for leaf in jax.tree.leaves(state) if getattr(leaf, "shape", ()) == shape]
+    assert moments and all(leaf.sharding.spec == stored.spec for leaf in moments)  # type: ignore[union-attr]
+
+
 # --- collectives: what XLA inserted against what the plan predicts ---------------------------
 
 
@@ -414,6 +525,9 @@ def test_run_command_writes_outputs_and_losses(
     assert main(argv) == 0
     with np.load(losses) as saved:
         assert saved["loss"].shape == (3,)
+    # The planner splits the convnet's batch over the 8 devices and nothing else.
+    err = capsys.readouterr().err
+    assert "stage 0: gradients summed once per iteration over mesh axes 1\n" in err
 
 
 def test_run_without_the_executor_extra_names_the_extra(make_plan: Callable[..., Path]) -> None:

@@ -133,7 +133,8 @@ def replica_layout(
     live = [axis for axis, size in enumerate(program.logical_mesh) if size > 1]
     if not live:
         return None, "one device: nothing to sum"
-    specs = {name: parse_spec(text) for name, text in program.specs.items()}
+    touched = {name for node in program.nodes for name in (*node.inputs, *node.outputs) if name}
+    specs = {name: parse_spec(text) for name, text in program.specs.items() if name in touched}
     data = data_tensors(program, static)
     boundary = [*program.inputs, *program.outputs]
     for name in boundary:
@@ -150,7 +151,7 @@ def replica_layout(
     if not axes:
         return None, "; ".join(reasons)
     count = math.prod(program.logical_mesh[axis] for axis in axes)
-    inner = {name: _without(dims, set(axes)) for name, dims in specs.items()}
+    inner = {name: _without(parse_spec(text), set(axes)) for name, text in program.specs.items()}
     layout = ReplicaLayout(
         axes=tuple(axes),
         count=count,

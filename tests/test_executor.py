@@ -254,7 +254,7 @@ def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
     return max(max_relative_error(a[name], b[name]) for name in b)
 
 
-@pytest.mark.parametrize("shape", ["data-parallel", "megatron", "pipeline"])
+@pytest.mark.parametrize("shape", ["data-parallel", "megatron", "pipeline", "pipeline-of-replicas"])
 def test_one_sharded_training_step_updates_weights_as_one_device_does(
     make_plan: Callable[..., Path], shape: str
 ) -> None:
@@ -266,8 +266,11 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
         plan = read_plan(make_plan("gpt2", *sgd, "--force-data-parallel", "--microbatches", "2"))
     elif shape == "megatron":
         plan = with_specs(read_plan(make_plan("gpt2", *sgd)), "gpt2", megatron_gpt_mlp_specs())
-    else:
+    elif shape == "pipeline":
         plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=2)
+    else:  # two data-parallel stages: the tied embedding's gradient crosses them
+        data_parallel = read_plan(make_plan("gpt2", *sgd, "--force-data-parallel"))
+        plan = two_stages(data_parallel, (1, 4), microbatches=2)
     assert plan.settings.optimizer == "sgd"
     options = {"loss": "cross-entropy", "learning_rate": 0.1}
     sharded = runtime(plan, "gpt2", "train", **options)
@@ -281,6 +284,8 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
     after = single.parameters()
     assert _relative(after, before) > 1e-3  # the step moved the weights
     assert _relative(sharded.parameters(), after) < TOLERANCE
+    if shape in ("data-parallel", "pipeline-of-replicas"):
+        assert all(sync.once_per_iteration for sync in sharded.gradient_sync())
 
 
 def test_adam_steps_under_a_sharded_plan_follow_the_single_device_loss(

@@ -19,6 +19,7 @@ from cli import exit_codes
 from cli.extras import missing_executor_extra
 from cli.render import error_console, progress_bar
 from cost_models.calibration import (
+    OP_CLASSES,
     Calibration,
     CollectiveSample,
     LinkFit,
@@ -47,6 +48,11 @@ def calibration_from_profile(profile: Profile, date: str) -> Calibration:
     """
     elementwise = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "elementwise")
     reduction = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "reduction")
+    op_classes = tuple(
+        (name, fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == name))
+        for name, _ in OP_CLASSES
+        if any(t.kind == name for t in profile.ops)
+    )
     by_dtype: dict[str, list[tuple[float, float]]] = {}
     for timing in profile.ops:
         if timing.kind != "matmul":
@@ -72,6 +78,7 @@ def calibration_from_profile(profile: Profile, date: str) -> Calibration:
         elementwise=elementwise,
         reduction=reduction,
         links=links,
+        op_classes=op_classes,
     )
 
 
@@ -164,6 +171,7 @@ def _print_summary(calibration: Calibration, written_to: str | None) -> None:
     for name, curve in (
         ("elementwise", calibration.elementwise),
         ("reduction", calibration.reduction),
+        *calibration.op_classes,
     ):
         console.print(
             f"  {name}: best {format_bandwidth(curve.best_rate)}, "

@@ -10,7 +10,12 @@ Curves. Each is the time of ONE op as a function of its work, fitted to timings:
   ConvTranspose), one curve per measured dtype;
 - ``elementwise``: seconds versus bytes moved of a memory-bound op (measured with Add);
 - ``reduction``: seconds versus bytes moved of a row reduction (measured with a softmax over the
-  last axis), used for softmax, normalisations, Reduce* and friends.
+  last axis), used for softmax, normalisations, Reduce* and friends;
+- optional class curves, seconds versus bytes moved, for memory-bound ops whose time per byte
+  differs from an Add's on the device (on a CPU, a transpose streams 2-3x faster than an Add of
+  the same bytes and a tanh is compute-bound): ``copy`` (measured with a transpose; used for
+  data movement, `COPY_OPS`) and ``transcendental`` (measured with tanh; `TRANSCENDENTAL_OPS`).
+  A calibration without them prices those ops by ``elementwise``.
 
 A curve is a list of points (work, seconds) with work strictly increasing and seconds not
 decreasing. Between points it is linear in log-log space (a power law per segment); below the
@@ -24,7 +29,8 @@ Pricing an op (`Calibration.op_time_s`):
 
 - a contraction: ``max(matmul[dtype](flops), elementwise(bytes))`` (a skinny product is
   memory-bound, as in the roofline);
-- a reduction type: ``reduction(bytes)``; any other op: ``elementwise(bytes)``;
+- a reduction type: ``reduction(bytes)``; a copy or transcendental op: its class curve when
+  measured; any other op: ``elementwise(bytes)``;
 - an op that moves nothing and computes nothing (a view) costs 0, as in the roofline.
 
 A dtype without a measured matmul curve borrows one that was measured (float32 if it was, else
@@ -60,6 +66,7 @@ __all__ = [
     "CALIBRATION_FORMAT",
     "COLLECTIVES",
     "LINK_KINDS",
+    "OP_CLASSES",
     "REDUCTION_OPS",
     "Calibration",
     "CollectiveSample",
@@ -100,6 +107,55 @@ REDUCTION_OPS = frozenset(
         "CumSum",
         "TopK",
     }
+)
+
+
+# Ops that move data without arithmetic: priced by the `copy` curve when there is one.
+COPY_OPS = frozenset(
+    {
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Gather",
+        "GatherElements",
+        "Expand",
+        "Tile",
+        "Pad",
+        "Cast",
+        "Identity",
+        "ScatterND",
+        "ScatterElements",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
+# Elementwise ops with a transcendental function: the `transcendental` curve when there is one.
+TRANSCENDENTAL_OPS = frozenset(
+    {
+        "Tanh",
+        "Erf",
+        "Exp",
+        "Log",
+        "Sigmoid",
+        "Pow",
+        "Sqrt",
+        "Gelu",
+        "FastGelu",
+        "Softplus",
+        "Sin",
+        "Cos",
+        "Atan",
+        "Mish",
+        "Selu",
+        "Elu",
+        "HardSwish",
+    }
+)
+# Class name -> the ops it prices; the names are the calibration file's keys.
+OP_CLASSES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("copy", COPY_OPS),
+    ("transcendental", TRANSCENDENTAL_OPS),
 )
 
 
@@ -178,6 +234,7 @@ class Calibration:
     elementwise: Curve
     reduction: Curve
     links: tuple[tuple[str, LinkFit], ...] = ()  # (link kind, fit), sorted
+    op_classes: tuple[tuple[str, Curve], ...] = ()  # (class of OP_CLASSES, curve), sorted
     source: str = ""  # the file it came from (its name), for `describe`
     digest: str = ""  # sha256 of the file's text, for `describe`
     reference_gpu: Gpu | None = None  # datasheet peaks for dtypes without a matmul curve
@@ -186,6 +243,13 @@ class Calibration:
         object.__setattr__(self, "software", tuple(sorted(self.software)))
         object.__setattr__(self, "matmul", tuple(sorted(self.matmul)))
         object.__setattr__(self, "links", tuple(sorted(self.links)))
+        object.__setattr__(
+            self, "op_classes", tuple(sorted(self.op_classes, key=lambda item: item[0]))
+        )
+        known = {name for name, _ in OP_CLASSES}
+        for name, _ in self.op_classes:
+            if name not in known:
+                raise ValueError(f"unknown op class {name!r}; known: {', '.join(sorted(known))}")
         if not self.matmul:
             raise ValueError("a calibration needs at least one matmul curve")
         for kind, _ in self.links:
@@ -231,8 +295,16 @@ class Calibration:
             return 0.0
         if op_type in CONTRACTION_OPS:
             return max(self.contraction_time_s(flops, dtype), self.elementwise.time_s(bytes_moved))
-        curve = self.reduction if op_type in REDUCTION_OPS else self.elementwise
+        curve = self.reduction if op_type in REDUCTION_OPS else self.memory_curve(op_type)
         return curve.time_s(bytes_moved if bytes_moved > 0 else flops)
+
+    def memory_curve(self, op_type: str) -> Curve:
+        """The curve pricing a memory-bound, non-reduction op: its class's, else elementwise."""
+        measured = dict(self.op_classes)
+        for name, ops in OP_CLASSES:
+            if op_type in ops and name in measured:
+                return measured[name]
+        return self.elementwise
 
     def describe(self) -> str:
         versions = ", ".join(f"{name} {version}" for name, version in self.software)

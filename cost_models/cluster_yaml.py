@@ -37,6 +37,7 @@ from cost_models.calibration import (
     CALIBRATION_FORMAT,
     COLLECTIVES,
     LINK_KINDS,
+    OP_CLASSES,
     Calibration,
     CollectiveSample,
     Curve,
@@ -328,9 +329,11 @@ _CALIBRATION_KEYS = (
     "matmul",
     "elementwise",
     "reduction",
+    "copy",
+    "transcendental",
     "links",
 )
-_CALIBRATION_OPTIONAL = ("links",)
+_CALIBRATION_OPTIONAL = ("links", "copy", "transcendental")
 _LINK_FIT_KEYS = ("bandwidth", "latency", "all_to_all", "samples")
 _LINK_FIT_OPTIONAL = ("all_to_all", "samples")
 _CURVE_EXPECTED = "a list of [work, seconds] pairs of positive numbers"
@@ -384,6 +387,9 @@ def parse_calibration(text: str, source: str) -> Calibration:
     )
     elementwise = _curve(fields, document, "elementwise")
     reduction = _curve(fields, document, "reduction")
+    op_classes = tuple(
+        (name, _curve(fields, document, name)) for name, _ in OP_CLASSES if name in document
+    )
 
     links: list[tuple[str, LinkFit]] = []
     if "links" in document:
@@ -399,6 +405,7 @@ def parse_calibration(text: str, source: str) -> Calibration:
         elementwise=elementwise,
         reduction=reduction,
         links=tuple(links),
+        op_classes=op_classes,
         source=Path(source).name,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
@@ -493,9 +500,14 @@ def calibration_to_yaml(calibration: Calibration, comment: str = "") -> str:
             f"best {format_flops_rate(curve.best_rate)}"
         )
         lines += _curve_lines(curve, "  ")
+    what_measured = {
+        "copy": "a data movement op (transpose)",
+        "transcendental": "a transcendental elementwise op (tanh)",
+    }
     for name, curve, what in (
         ("elementwise", calibration.elementwise, "an elementwise op (Add)"),
         ("reduction", calibration.reduction, "a row reduction (softmax, last axis)"),
+        *((name, curve, what_measured[name]) for name, curve in calibration.op_classes),
     ):
         lines.append(f"# Seconds of {what} versus bytes moved: [bytes, seconds].")
         lines.append(

@@ -9,6 +9,8 @@ so the time includes the dispatch of one jitted call (on a GPU, the kernel launc
   dtype; FLOPs = 2 b m k n;
 - elementwise: `x + y` on float32 vectors; bytes = 3 x size (two reads, one write);
 - reduction: softmax over the last axis (256 wide) of float32 matrices; bytes = 2 x size;
+- copy: the transpose of the same matrices; transcendental: `tanh` of the vectors; bytes =
+  2 x size each (one read, one write);
 - collectives, when more than one device is visible: all-reduce, all-gather, reduce-scatter and
   all-to-all over the first g devices (g = 2, 4, ... and all), with `shard_map`; bytes counted as
   `cost_models.collectives` counts them (all-reduce and all-to-all: each device's buffer;
@@ -85,7 +87,7 @@ def quick_grid() -> Grid:
 
 @dataclass(frozen=True)
 class OpTiming:
-    kind: str  # "matmul", "elementwise" or "reduction"
+    kind: str  # "matmul", "elementwise", "reduction", "copy" or "transcendental"
     dtype: str
     shape: tuple[int, ...]
     work: float  # FLOPs (matmul) or bytes moved
@@ -148,7 +150,7 @@ def timing_count(grid: Grid, dtypes: Sequence[str], device_count: int) -> int:
     groups = len(group_sizes(device_count))
     return (
         len(grid.matmul_shapes) * len(dtypes)
-        + 2 * len(grid.memory_elements)
+        + 4 * len(grid.memory_elements)
         + 4 * groups * len(grid.collective_bytes)
     )
 
@@ -204,6 +206,8 @@ def measure(grid: Grid, dtypes: Sequence[str], progress: Progress | None = None)
             ops.append(OpTiming("matmul", dtype, (b, m, k, n), 2.0 * b * m * k * n, seconds, moved))
     add = jax.jit(jnp.add)
     softmax = jax.jit(lambda x: jax.nn.softmax(x, axis=-1))
+    transpose = jax.jit(jnp.transpose)
+    tanh = jax.jit(jnp.tanh)
     for elements in grid.memory_elements:
         x = jnp.asarray(rng.standard_normal(elements), jnp.float32)
         y = jnp.asarray(rng.standard_normal(elements), jnp.float32)
@@ -217,6 +221,12 @@ def measure(grid: Grid, dtypes: Sequence[str], progress: Progress | None = None)
         seconds = time_call(softmax, (matrix,), grid)
         moved = 8.0 * elements
         ops.append(OpTiming("reduction", "float32", matrix.shape, moved, seconds, moved))
+        report(f"copy {elements}")
+        seconds = time_call(transpose, (matrix,), grid)
+        ops.append(OpTiming("copy", "float32", matrix.shape, moved, seconds, moved))
+        report(f"transcendental {elements}")
+        seconds = time_call(tanh, (x,), grid)
+        ops.append(OpTiming("transcendental", "float32", (elements,), moved, seconds, moved))
     collectives: list[CollectiveTiming] = []
     for group in group_sizes(count):
         mesh = Mesh(np.array(jax.devices()[:group]), ("x",))

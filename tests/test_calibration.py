@@ -130,6 +130,38 @@ def test_ops_are_priced_by_their_curve() -> None:
     )
 
 
+def with_op_classes(calibration: Calibration) -> Calibration:
+    """Copies stream at 3x an Add's rate, tanh at a third of it, with their own floors."""
+    sizes = [4.0 * 4**k for k in range(5, 14)]
+    copy = fit_curve((b, saturating(b, 5e-6, 3e10)) for b in sizes)
+    transcendental = fit_curve((b, saturating(b, 15e-6, 3e9)) for b in sizes)
+    return dataclasses.replace(
+        calibration, op_classes=(("transcendental", transcendental), ("copy", copy))
+    )
+
+
+def test_copies_and_transcendental_ops_are_priced_by_their_class_curve_when_measured() -> None:
+    num_bytes = 4.0 * 4**9
+    plain, classed = make_calibration(), with_op_classes(make_calibration())
+    add_s = saturating(num_bytes, rate=1e10)
+    for op_type in ("Transpose", "Tanh", "Add"):  # no class curves: all like an Add
+        assert plain.op_time_s(op_type, 1e3, num_bytes, "float16") == pytest.approx(add_s)
+    assert classed.op_time_s("Transpose", 0.0, num_bytes, "float16") == pytest.approx(
+        saturating(num_bytes, 5e-6, 3e10)
+    )
+    assert classed.op_time_s("Tanh", 1e3, num_bytes, "float16") == pytest.approx(
+        saturating(num_bytes, 15e-6, 3e9)
+    )
+    assert classed.op_time_s("Add", 1e3, num_bytes, "float16") == pytest.approx(add_s)
+    assert [name for name, _ in classed.op_classes] == ["copy", "transcendental"]  # sorted
+
+
+def test_an_unknown_op_class_is_refused() -> None:
+    curve = make_calibration().elementwise
+    with pytest.raises(ValueError, match="unknown op class 'gather'"):
+        dataclasses.replace(make_calibration(), op_classes=(("gather", curve),))
+
+
 def test_an_unmeasured_dtype_borrows_a_curve_at_the_datasheet_ratio() -> None:
     calibration = make_calibration()
     gpu = Gpu("test", 2**34, (("float16", 100e12), ("float32", 25e12)), 1e12)
@@ -165,9 +197,10 @@ def test_calibration_round_trips_through_its_file() -> None:
         for k in range(6, 12)
     ]
     calibration = dataclasses.replace(
-        make_calibration(), links=(("intra_host", fit_link(samples)),)
+        with_op_classes(make_calibration()), links=(("intra_host", fit_link(samples)),)
     )
     text = calibration_to_yaml(calibration, "made by a test\non no machine")
+    assert "\ncopy:  # floor 5.1 us" in text and "\ntranscendental:  # floor 16.4 us" in text
     assert text.startswith("# made by a test\n# on no machine\nformat: alpa-plan-calibration/1\n")
     parsed = parse_calibration(text, "dir/cal.yaml")
     assert dataclasses.replace(parsed, source="", digest="") == calibration
@@ -224,7 +257,7 @@ GOOD = calibration_to_yaml(make_calibration())
         (
             GOOD.replace("elementwise:", "elementwise: 3\nunused:"),
             "cal.yaml: unused: expected one of the keys format, device, date, software, matmul, "
-            "elementwise, reduction, links, found unknown key 'unused'",
+            "elementwise, reduction, copy, transcendental, links, found unknown key 'unused'",
         ),
     ],
     ids=[

@@ -90,6 +90,10 @@ def test_fitted_curves_reproduce_timings_that_grow_with_work() -> None:
             ("elementwise", 1e6, 1e-4, 1e6),
             ("reduction", 1e3, 2e-6, 1e3),
             ("reduction", 1e6, 2e-4, 1e6),
+            ("copy", 1e3, 5e-7, 1e3),
+            ("copy", 1e6, 3e-5, 1e6),
+            ("transcendental", 1e3, 3e-6, 1e3),
+            ("transcendental", 1e6, 9e-4, 1e6),
             # Compute-bound products: 1e-4 s of bytes against 1e-2 s or more of FLOPs.
             ("matmul", 1e8, 1e-2, 1e6),
             ("matmul", 1e9, 5e-2, 1e6),
@@ -101,7 +105,9 @@ def test_fitted_curves_reproduce_timings_that_grow_with_work() -> None:
         "matmul": calibration.matmul_curve("float32"),
         "elementwise": calibration.elementwise,
         "reduction": calibration.reduction,
+        **dict(calibration.op_classes),
     }
+    assert set(curves) == {"matmul", "elementwise", "reduction", "copy", "transcendental"}
     for timing in profile.ops:
         assert curves[timing.kind].time_s(timing.work) == pytest.approx(timing.seconds, rel=1e-12)
     # Between points: log-log interpolation; past the last: the last rate.
@@ -141,7 +147,9 @@ def test_curves_fitted_to_real_measurements_cover_them_and_never_decrease() -> N
         "matmul": calibration.matmul_curve("float32"),
         "elementwise": calibration.elementwise,
         "reduction": calibration.reduction,
+        **dict(calibration.op_classes),
     }
+    assert set(curves) == {"matmul", "elementwise", "reduction", "copy", "transcendental"}
     for kind, curve in curves.items():
         measured = sorted({t.work for t in profile.ops if t.kind == kind})
         works = [work for work, _ in curve.points]

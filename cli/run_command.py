@@ -59,6 +59,14 @@ from plans.io import read_plan
     help="Of the plan's optimizer (Adam or SGD).",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["plan", "model"]),
+    default="plan",
+    show_default=True,
+    help="Compute in the plan's dtype (float16/bfloat16: mixed precision, float32 weights "
+    "at rest), or in the model's own dtypes.",
+)
+@click.option(
     "--inputs",
     "inputs_path",
     type=click.Path(dir_okay=False),
@@ -105,6 +113,7 @@ def run_command(
     mode: str | None,
     loss: str,
     learning_rate: float,
+    precision: str,
     inputs_path: str | None,
     outputs_path: str | None,
     dims: tuple[str, ...],
@@ -143,6 +152,7 @@ def run_command(
             seed=seed,
             loss=loss,
             learning_rate=learning_rate,
+            precision=precision,
             inputs_path=inputs_path,
             outputs_path=outputs_path,
             dims=bound,

@@ -44,6 +44,7 @@ class RunRequest:
     seed: int = 0
     loss: str = "mean"
     learning_rate: float = 1e-3
+    precision: str = "plan"  # compute in the plan's dtype, or "model": the model's own
     inputs_path: str | None = None
     outputs_path: str | None = None
     dims: Mapping[str, int] = field(default_factory=dict)
@@ -97,6 +98,7 @@ def run(
             seed=request.seed,
             loss=request.loss,
             learning_rate=request.learning_rate,
+            precision=request.precision,
             dims=dict(request.dims),
         ),
         facts=facts,

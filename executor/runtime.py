@@ -18,8 +18,12 @@
   state sharded over the mesh axes it is replicated over (the gradient sum is a
   reduce-scatter, the updated weights are all-gathered); `zero3` stores the weights sharded
   too, and the stage gathers them where it reads them.
-- Compute is in the model's own dtype (float32 for the exported models); the plan's training
-  dtype is used for its estimates only.
+- Precision (`RuntimeOptions.precision`): "plan" (the default) computes in the plan's dtype:
+  with float16 or bfloat16, every floating-point weight, input and constant a stage reads is
+  cast to it where the stage reads it (mixed precision: weights, gradients and optimizer state
+  stay in the model's float32 at rest, the loss is computed in float32; no loss scaling, so
+  float16 training can underflow where bfloat16 does not). "model" computes in the model's own
+  dtypes (float32 for the exported examples), as onnxruntime does.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ from plans.plan import Plan
 Array = Any
 Tree = dict[str, Array]
 
+PRECISIONS = ("plan", "model")
+# Plan dtypes that change what a float32 model computes in (float32 itself changes nothing).
+_HALF_DTYPES = {"float16": jnp.float16, "bfloat16": jnp.bfloat16}
+
 
 @dataclass(frozen=True)
 class RuntimeOptions:
@@ -64,6 +72,7 @@ class RuntimeOptions:
     loss: str = "mean"
     learning_rate: float = 1e-3
     dims: Mapping[str, int] = field(default_factory=dict)  # other symbolic dimensions
+    precision: str = "plan"  # "plan": compute in the plan's dtype; "model": the model's own
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,13 @@ class PlanRuntime:
                 f"a divisor of the batch size {settings.batch_size}",
                 str(settings.microbatches),
             )
+        if options.precision not in PRECISIONS:
+            raise InputError(
+                "--precision", "", f"one of {', '.join(PRECISIONS)}", repr(options.precision)
+            )
+        self.compute_dtype = (
+            _HALF_DTYPES.get(settings.dtype) if options.precision == "plan" else None
+        )
         self.microbatches = settings.microbatches
         self.microbatch_size = settings.microbatch_size
         weights = dict(model.weights)
@@ -245,7 +261,16 @@ class PlanRuntime:
         }
         static = self.analysis.static if static is None else static
         read = {name for node in program.nodes for name in node.inputs if name in static}
-        constants = {name: static[name] for name in read}
+        compute = self.compute_dtype
+
+        def lower(value: Array) -> Array:
+            """A float32/float64 value in the compute dtype (module docstring: precision)."""
+            dtype = np.dtype(value.dtype)
+            if compute is None or dtype.kind != "f" or dtype.itemsize <= 2:
+                return value
+            return value.astype(compute)
+
+        constants = {name: lower(static[name]) for name in read}
         model = self.model
 
         def constrain(name: str, value: Array) -> Array:
@@ -255,8 +280,8 @@ class PlanRuntime:
         def forward(params: Tree, inputs: Tree) -> Tree:
             env: dict[str, Array] = dict(constants)
             # Parameters stored sharded (zero3) are gathered into their plan spec here.
-            env.update({name: constrain(name, value) for name, value in params.items()})
-            env.update({name: constrain(name, value) for name, value in inputs.items()})
+            env.update({name: constrain(name, lower(value)) for name, value in params.items()})
+            env.update({name: constrain(name, lower(value)) for name, value in inputs.items()})
             evaluate(program.nodes, env, model.opset, model.source, constrain)
             return {name: env[name] for name in program.outputs}
 

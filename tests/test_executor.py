@@ -247,6 +247,52 @@ def test_a_pipeline_of_two_stages_of_four_devices_matches_onnxruntime(
         assert max_relative_error(actual[name], value) < TOLERANCE
 
 
+def in_dtype(plan: Plan, dtype: str) -> Plan:
+    return dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, dtype=dtype))
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt2"])
+def test_a_bfloat16_plan_computes_in_bfloat16_and_model_precision_in_float32(
+    make_plan: Callable[..., Path], model: str
+) -> None:
+    plan = in_dtype(read_plan(make_plan(model, "--mode", "infer")), "bfloat16")
+    half = runtime(plan, model)
+    inputs = half.random_inputs(seed=1)
+    expected = reference_outputs(half.model, half.weights, inputs)
+    actual = half.infer(inputs)
+    full = runtime(plan, model, precision="model").infer(inputs)
+    for name, value in expected.items():
+        assert actual[name].dtype == np.dtype(jax.numpy.bfloat16)
+        # bfloat16 keeps 8 bits of mantissa: about 2 decimal digits, through a few layers.
+        error = max_relative_error(actual[name].astype(np.float32), value)
+        assert 1e-4 < error < 0.1
+        assert full[name].dtype == value.dtype
+        assert max_relative_error(full[name], value) < TOLERANCE
+
+
+def test_mixed_precision_training_keeps_float32_weights_and_follows_the_float32_loss(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = read_plan(make_plan("mlp", "--force-data-parallel", "--microbatches", "2"))
+    half = runtime(in_dtype(plan, "bfloat16"), "mlp", "train", learning_rate=1e-2)
+    full = runtime(plan, "mlp", "train", learning_rate=1e-2)
+    inputs = half.random_inputs(seed=5)
+    before = full.parameters()
+    for _ in range(3):
+        assert half.train_step(inputs) == pytest.approx(full.train_step(inputs), rel=0.05)
+    after_half, after_full = half.parameters(), full.parameters()
+    assert {value.dtype for value in after_half.values()} == {np.dtype(np.float32)}
+    for name, value in after_full.items():  # the same steps, give or take bfloat16 rounding
+        moved = np.linalg.norm(value - before[name])
+        assert np.linalg.norm(after_half[name] - value) < 0.25 * moved
+
+
+def test_an_unknown_precision_is_refused(make_plan: Callable[..., Path]) -> None:
+    plan = read_plan(make_plan("mlp", "--mode", "infer"))
+    with pytest.raises(InputError, match="--precision: expected one of plan, model, found 'fp8'"):
+        runtime(plan, "mlp", precision="fp8")
+
+
 # --- training --------------------------------------------------------------------------------
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import settings
 from onnx import TensorProto, helper, numpy_helper
+
+# Timings are never asserted in tests, hypothesis' per-example deadline included (a loaded CI
+# machine would fail it by chance); the same examples run every time.
+settings.register_profile("alpa-plan", deadline=None, derandomize=True)
+settings.load_profile("alpa-plan")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

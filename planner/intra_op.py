@@ -219,7 +219,7 @@ def prepare_stage(
         t = tensors[tensor]
         seconds = reshard_s(
             t.shape, DTYPE_SIZE_BYTES[t.dtype], source, target, mesh, settings.training,
-            settings.reshard_rules,
+            settings.reshard_rules, remat=settings.training and settings.remat,
         )  # fmt: skip
         return settings.microbatches * seconds
 

@@ -83,12 +83,15 @@ def reshard_s(
     mesh: LogicalMesh,
     training: bool,
     rules: ReshardRules = ReshardRules(),
+    remat: bool = False,
 ) -> float:
     """Seconds to turn a tensor of global `shape` from `source` into `target` (and, when
-    training, its gradient back); `math.inf` when the rules forbid it."""
+    training, its gradient back; with rematerialisation the forward's resharding runs again in
+    the backward); `math.inf` when the rules forbid it."""
     if source == target:
         return 0.0
     forward = _one_way_s(shape, itemsize, source, target, mesh, rules)
     if not training:
         return forward
-    return forward + _one_way_s(shape, itemsize, target, source, mesh, rules)
+    backward = _one_way_s(shape, itemsize, target, source, mesh, rules)
+    return (2 * forward if remat else forward) + backward

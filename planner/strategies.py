@@ -6,7 +6,8 @@ whole mesh (S01). Every combination whose split labels divide evenly is a strate
 rule for every op. Costs per device follow from the label classes:
 
 - compute: roofline of the op on its local (sharded) shapes; backward = 2x forward for
-  contractions, 1x otherwise;
+  contractions, 1x otherwise; with rematerialisation the backward also reruns the forward, its
+  collectives included (and the resharding between ops, `planner/reshard.py`);
 - forward: a split contracted label leaves partial sums: all-reduce of the output over its axes;
   a split statistics label (softmax axis, layer-norm features): all-reduce of two per-row
   statistics, forward and backward;
@@ -281,15 +282,21 @@ def _priced(
     # Forward: partial sums of split contracted labels.
     contracted_axes = [axis for label in notation.contracted for axis in assignment.get(label, ())]
     output_bytes = sum(local[name].size_bytes for name in op.outputs if name)
-    communication_s = all_reduce_over_s(output_bytes, _axes(mesh, contracted_axes))
+    forward_communication_s = all_reduce_over_s(output_bytes, _axes(mesh, contracted_axes))
+    backward_communication_s = 0.0
     # Normalisation statistics over split labels: two numbers per row, forward and backward.
     for label in sorted(notation.statistics):
         axes = assignment.get(label, ())
         if axes:
             local_extent = frozen_extents[label][0] // _ways(axes, shape)
             statistics_bytes = 2 * output_bytes / max(local_extent, 1)
-            passes = 2 if context.training else 1
-            communication_s += passes * all_reduce_over_s(statistics_bytes, _axes(mesh, axes))
+            statistics_s = all_reduce_over_s(statistics_bytes, _axes(mesh, axes))
+            forward_communication_s += statistics_s
+            if context.training:
+                backward_communication_s += statistics_s
+    communication_s = forward_communication_s + backward_communication_s
+    if context.training and context.remat:
+        communication_s += forward_communication_s  # the recomputed forward's collectives
 
     state = parameter_state(context.dtype, context.optimizer, context.training)
     parameters: list[_ParameterPiece] = []
@@ -398,7 +405,9 @@ def _with_parameter_state(
         gradient_bytes=round(sharded_elements * state.gradients),
         optimizer_bytes=round(sharded_elements * state.optimizer),
     )
-    passes = 2  # the weights are gathered for the forward and again for the backward
+    # The weights are gathered for the forward and again for the backward (and, with
+    # rematerialisation, once more for the recomputed forward).
+    passes = 3 if context.training and context.remat else 2
     zero3 = replace(
         plain,
         name=plain.name + " zero3",

@@ -84,13 +84,18 @@ def test_forced_data_parallel_costs_by_hand(tmp_path: Path) -> None:
 
 
 def _mlp_stage(
-    tmp_path: Path, batch: int, features: int, hidden: int, budget: float = 2**40
+    tmp_path: Path,
+    batch: int,
+    features: int,
+    hidden: int,
+    budget: float = 2**40,
+    remat: bool = False,
 ) -> tuple[Graph, StageSharding]:
     path = save_mlp(tmp_path, features=features, hidden=hidden, heads=8)
     graph = load_onnx(path, batch_size=batch)
     cluster = toy_cluster()
     mesh = logical_mesh(cluster, (1, 8), (1, 8))
-    settings = IntraOpSettings("float32", "adam", True, 1, 1, budget, relative_gap=0.0)
+    settings = IntraOpSettings("float32", "adam", True, 1, 1, budget, relative_gap=0.0, remat=remat)
     return graph, solve_stage(graph.ops, graph.tensors, mesh, cluster.gpu, settings)
 
 
@@ -105,6 +110,13 @@ def test_weights_dominate_megatron_column_then_row(tmp_path: Path) -> None:
     # The forward all-reduce of fc2's partial sums is the only collective: x is a graph input,
     # so fc1 needs no all-reduce of its input gradient.
     assert stage.communication_s == pytest.approx(all_reduce(4 * 8 * 1024))
+
+
+def test_remat_pays_the_forward_all_reduce_again_in_the_backward(tmp_path: Path) -> None:
+    _, stage = _mlp_stage(tmp_path, batch=8, features=1024, hidden=4096, remat=True)
+    assert str(stage.specs["w1"]) == "RS1" and str(stage.specs["w2"]) == "S1R"
+    # The recomputed forward all-reduces fc2's partial sums a second time.
+    assert stage.communication_s == pytest.approx(2 * all_reduce(4 * 8 * 1024))
 
 
 def test_batch_dominates_pure_data_parallel(tmp_path: Path) -> None:

@@ -419,6 +419,36 @@ def test_a_batch_axis_that_also_splits_a_weight_leaves_the_sum_to_xla_and_says_w
     assert "summed by XLA in every microbatch" in sync.describe()
 
 
+@pytest.mark.parametrize("shape, dim", [((8, 3), 0), ((2, 8, 5), 1), ((3, 4, 8), 2)])
+def test_replica_r_holds_the_r_th_block_of_the_batch_and_join_undoes_split(
+    shape: tuple[int, ...], dim: int
+) -> None:
+    from executor.replicas import join_replicas, split_replicas
+
+    value = np.arange(np.prod(shape)).reshape(shape)
+    split = np.asarray(split_replicas(jax.numpy.asarray(value), dim, 4))
+    assert split.shape == (4, *shape[:dim], 2, *shape[dim + 1 :])
+    for r in range(4):
+        np.testing.assert_array_equal(split[r], np.take(value, range(2 * r, 2 * r + 2), axis=dim))
+    np.testing.assert_array_equal(np.asarray(join_replicas(jax.numpy.asarray(split), dim)), value)
+
+
+def test_batch_dims_and_zero_storage_by_hand() -> None:
+    from executor.replicas import batch_dims, zero_storage_dims
+
+    found = batch_dims(
+        {"x": (4, 16), "merged": (64, 8), "w": (16, 16), "odd": (4, 4)},
+        {"x": (8, 16), "merged": (128, 8), "w": (16, 16), "odd": (8, 8)},
+    )
+    assert found == {"x": 0, "merged": 0, "w": None, "odd": None}
+    # A weight split RS1 on a 2x4 mesh is replicated over axis 0: ZeRO puts it on dimension 0.
+    assert zero_storage_dims(((), (1,)), (6, 8), (2, 4)) == ((0,), (1,))
+    # Replicated over both axes: both on the first dimension they divide (8 ways), here the 2nd.
+    assert zero_storage_dims(((), ()), (6, 16), (2, 4)) == ((), (0, 1))
+    assert zero_storage_dims(((), ()), (3, 5), (2, 4)) is None  # nothing divides
+    assert zero_storage_dims(((0,), (1,)), (6, 8), (2, 4)) is None  # split over every axis
+
+
 def _as_zero(plan: Plan, mode: str) -> Plan:
     stages = tuple(
         dataclasses.replace(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -28,9 +29,12 @@ from planner.strategies import Strategy
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
 
-# Microbatch counts tried when --microbatches is not given (those that divide the batch):
-# powers of four, each a full cost table, rather than every divisor of the batch.
-MICROBATCH_CANDIDATES = (1, 4, 16, 64, 256)
+# When --microbatches is not given, the counts searched are the divisors of the batch, each a
+# full cost table, coarse to fine (`microbatch_search`): first the powers of four that divide
+# the batch and the batch itself, then, around the best so far, the divisor geometrically
+# halfway to each evaluated neighbour, until no untried divisor lies between the best and its
+# neighbours. Exact when the iteration time is unimodal in the count (pipeline bubbles shrink,
+# per-microbatch costs grow); `search.microbatches` in the plan lists what was tried.
 # Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
 # first, "latency" by the sum of the stages.
 _THROUGHPUT_WEIGHT = 1e6
@@ -47,11 +51,37 @@ class PipelineChoice:
     candidates: int
 
 
+def divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
+
+
 def microbatch_counts(batch_size: int, given: int | None) -> tuple[int, ...]:
+    """The counts tried first: the given one, or the coarse set of the search."""
     if given is not None:
         return (given,)
-    counts = tuple(b for b in MICROBATCH_CANDIDATES if batch_size % b == 0)
-    return counts or (1,)
+    coarse = {d for d in divisors(batch_size) if d & (d - 1) == 0 and (d.bit_length() - 1) % 2 == 0}
+    return tuple(sorted(coarse | {batch_size}))
+
+
+def refined_counts(batch_size: int, objective_s: Mapping[int, float]) -> tuple[int, ...]:
+    """The next counts to try, given the objective of each count tried (inf: infeasible): the
+    divisor geometrically halfway between the best and each neighbour tried, when one lies
+    strictly between; () when the search is done."""
+    feasible = [count for count, value in objective_s.items() if math.isfinite(value)]
+    if not feasible:
+        return ()
+    best = min(feasible, key=lambda count: (objective_s[count], count))
+    tried = sorted(objective_s)
+    below = [count for count in tried if count < best]
+    above = [count for count in tried if count > best]
+    intervals = ([(below[-1], best)] if below else []) + ([(best, above[0])] if above else [])
+    found = []
+    for low, high in intervals:
+        between = [d for d in divisors(batch_size) if low < d < high]
+        if between:
+            middle = math.sqrt(low * high)
+            found.append(min(between, key=lambda d: (abs(math.log(d / middle)), d)))
+    return tuple(found)
 
 
 def search_pipelines(
@@ -67,8 +97,10 @@ def search_pipelines(
     submeshes = submesh_shapes(cluster, options.submesh_space)
     best: PipelineChoice | None = None
     tried: list[dict[str, JsonValue]] = []
-    counts = microbatch_counts(graph.batch_size, options.microbatches)
-    for microbatches in counts:
+    objective_s: dict[int, float] = {}
+    pending = list(microbatch_counts(graph.batch_size, options.microbatches))
+    while pending:
+        microbatches = pending.pop(0)
         settings = settings_for(microbatches)
         tensors = split_batch(graph.tensors, microbatches)
         table = StageCostTable(graph.ops, tensors, layers, cluster, settings)
@@ -82,22 +114,27 @@ def search_pipelines(
         weight = _max_weight(options, microbatches)
         solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight + 1)
         if solution is None:
+            objective_s[microbatches] = math.inf
             tried.append({"microbatches": microbatches, "status": "infeasible"})
-            continue
-        stages = tuple(plans[c.key] for c in solution.stages)
-        tried.append(
-            {
-                "microbatches": microbatches,
-                "status": "ok",
-                "objective_s": solution.iteration_s,
-                "stages": len(stages),
-                "candidates": len(candidates),
-            }
-        )
-        if best is None or solution.iteration_s < best.iteration_s:
-            best = PipelineChoice(
-                microbatches, stages, solution.iteration_s, table, len(candidates)
+        else:
+            objective_s[microbatches] = solution.iteration_s
+            stages = tuple(plans[c.key] for c in solution.stages)
+            tried.append(
+                {
+                    "microbatches": microbatches,
+                    "status": "ok",
+                    "objective_s": solution.iteration_s,
+                    "stages": len(stages),
+                    "candidates": len(candidates),
+                }
             )
+            if best is None or solution.iteration_s < best.iteration_s:
+                best = PipelineChoice(
+                    microbatches, stages, solution.iteration_s, table, len(candidates)
+                )
+        if not pending and options.microbatches is None:
+            refined = refined_counts(graph.batch_size, objective_s)
+            pending = [count for count in refined if count not in objective_s]
     return best, tried
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -87,3 +88,54 @@ def test_dp_equals_exhaustive_enumeration(
     assert pipeline_time_s(found.stages, microbatches) == pytest.approx(found.iteration_s)
     assert sum(stage.devices for stage in found.stages) == num_devices
     assert [s.first for s in found.stages] == [0] + [s.last + 1 for s in found.stages[:-1]]
+
+
+# --- the microbatch search -------------------------------------------------------------------
+
+
+def _search(batch_size: int, objective: dict[int, float]) -> list[int]:
+    """The counts `search_pipelines` tries, in order, when each count's objective is given."""
+    from planner.pipeshard import microbatch_counts, refined_counts
+
+    seen: dict[int, float] = {}
+    order: list[int] = []
+    pending = list(microbatch_counts(batch_size, None))
+    while pending:
+        count = pending.pop(0)
+        seen[count] = objective[count]
+        order.append(count)
+        if not pending:
+            pending = [c for c in refined_counts(batch_size, seen) if c not in seen]
+    return order
+
+
+@settings(max_examples=300)
+@given(
+    batch_size=st.sampled_from([1, 6, 64, 96, 1000, 1024, 1536]),
+    target=st.floats(0.5, 4000.0),
+    slope_below=st.floats(0.1, 10.0),
+    infeasible_below=st.integers(0, 64),
+)
+def test_the_microbatch_search_finds_the_best_divisor_of_a_unimodal_objective(
+    batch_size: int, target: float, slope_below: float, infeasible_below: int
+) -> None:
+    """Unimodal in log(count), with the smallest counts infeasible (too much memory)."""
+    import math
+
+    from planner.pipeshard import divisors
+
+    def value(count: int) -> float:
+        if count < infeasible_below:
+            return math.inf
+        distance = math.log(count / target)
+        return -slope_below * distance if distance < 0 else distance
+
+    objective = {count: value(count) for count in divisors(batch_size)}
+    tried = _search(batch_size, objective)
+    assert len(tried) == len(set(tried))
+    assert min(objective[c] for c in tried) == min(objective.values())
+
+
+def test_the_microbatch_search_tries_powers_of_four_then_refines_around_the_best() -> None:
+    objective = {count: abs(math.log2(count) - math.log2(100)) for count in range(1, 1025)}
+    assert _search(1024, objective) == [1, 4, 16, 64, 256, 1024, 32, 128]

@@ -16,10 +16,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from cli.main import main as alpa_plan
-
 CASES = Path(__file__).resolve().parent
 ROOT = CASES.parents[2]
+sys.path.insert(0, str(ROOT))  # the checkout's packages, installed or not
+
+from cli.main import main as alpa_plan  # noqa: E402
+
 EXPECTED = "expected.plan.json"
 COMMAND = "python tests/data/cases/regenerate.py"
 

@@ -13,7 +13,8 @@ Predicted, for a stage's forward pass, from its strategies and specs (DESIGN.md 
 - a tensor that its consumer wants in another spec than its producer made it (resharding):
   a dimension that stops being split is an all-gather, a mesh axis that moves to another
   dimension is an all-to-all, a split that appears is a local slice (nothing);
-- axes of size 1 cost nothing.
+- axes of size 1 cost nothing;
+- training with ZeRO-3: parameters stored sharded are all-gathered where the stage reads them.
 
 A strategy name is 'OUT... = IN0 x IN1 ...' over the op's labelled tensors (`-` is a scalar);
 labelled inputs come first in ONNX's input order (shape operands, unlabelled, come last).
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from executor.mesh import parse_spec
 from executor.stages import StageProgram
@@ -50,10 +51,15 @@ def _specs_of(side: str) -> list[tuple[tuple[int, ...], ...]]:
     return [parse_spec("" if token.strip() == "-" else token.strip()) for token in tokens]
 
 
-def predicted_collectives(program: StageProgram, strategies: Mapping[str, str]) -> set[str]:
-    """The kinds of collectives the plan implies for the stage's forward pass."""
+def predicted_collectives(
+    program: StageProgram,
+    strategies: Mapping[str, str],
+    gathered: Collection[str] = (),
+) -> set[str]:
+    """The kinds of collectives the plan implies for the stage's forward pass; `gathered`:
+    parameters stored sharded beyond their spec (ZeRO-3), which the forward all-gathers."""
     live = {axis for axis, size in enumerate(program.logical_mesh) if size > 1}
-    kinds: set[str] = set()
+    kinds: set[str] = {"all-gather"} if gathered else set()
     made: dict[str, tuple[tuple[int, ...], ...]] = {}
     for node in program.nodes:
         name = strategies.get(node.name)

@@ -290,15 +290,16 @@ class PlanRuntime:
     def _abstract_inputs(self, stage: int) -> tuple[Tree, Tree]:
         program = self.programs[stage]
 
-        def struct(name: str) -> jax.ShapeDtypeStruct:
+        def struct(name: str, sharding: NamedSharding) -> jax.ShapeDtypeStruct:
             shape = self.analysis.shapes[name]
-            return jax.ShapeDtypeStruct(
-                shape.shape, shape.dtype, sharding=self.sharding(name, stage)
-            )
+            return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding)
 
         return (
-            {name: struct(name) for name in program.parameters},
-            {name: struct(name) for name in program.inputs},
+            {
+                name: struct(name, self.parameter_sharding(name, stage))
+                for name in program.parameters
+            },
+            {name: struct(name, self.sharding(name, stage)) for name in program.inputs},
         )
 
     def compiled_text(self, stage: int) -> str:
@@ -314,11 +315,21 @@ class PlanRuntime:
             found.append(
                 StageCollectives(
                     stage=program.index,
-                    predicted=frozenset(predicted_collectives(program, strategies)),
+                    predicted=frozenset(
+                        predicted_collectives(program, strategies, self._stored_sharded(program))
+                    ),
                     compiled=dict(compiled_collectives(self.compiled_text(program.index))),
                 )
             )
         return tuple(found)
+
+    def _stored_sharded(self, program: StageProgram) -> frozenset[str]:
+        """The stage's parameters stored sharded beyond their spec (zero3): gathered in use."""
+        return frozenset(
+            name
+            for name in program.parameters
+            if self.parameter_sharding(name, program.index) != self.sharding(name, program.index)
+        )
 
     # --- data --------------------------------------------------------------------------------
 

@@ -478,6 +478,9 @@ def test_zero_plans_shard_what_they_say_and_train_as_one_device_does(
         assert weight.sharding.spec == stored.spec  # stored sharded, gathered where read
     else:
         assert weight.sharding.is_fully_replicated  # the plan's RR
+    (forward,) = run.collectives()
+    assert forward.agree, forward  # zero3: the forward gathers the weights, as predicted
+    assert ("all-gather" in forward.compiled) == (mode == "zero3")
     (compiled,) = run.training_collectives(run.random_inputs(seed=1))
     assert compiled.gradient_sum is not None
     # A reduce-scatter, or (XLA's CPU backend) an all-reduce it slices.

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cost_models.cluster import Cluster, Gpu, Link
-from cost_models.compute import CONTRACTION_OPS
+from cost_models.compute import CONTRACTION_OPS, DATA_MOVEMENT_OPS
 
 __all__ = [
     "CALIBRATION_FORMAT",
@@ -111,25 +111,7 @@ REDUCTION_OPS = frozenset(
 
 
 # Ops that move data without arithmetic: priced by the `copy` curve when there is one.
-COPY_OPS = frozenset(
-    {
-        "Transpose",
-        "Concat",
-        "Split",
-        "Slice",
-        "Gather",
-        "GatherElements",
-        "Expand",
-        "Tile",
-        "Pad",
-        "Cast",
-        "Identity",
-        "ScatterND",
-        "ScatterElements",
-        "DepthToSpace",
-        "SpaceToDepth",
-    }
-)
+COPY_OPS = DATA_MOVEMENT_OPS
 # Elementwise ops with a transcendental function: the `transcendental` curve when there is one.
 TRANSCENDENTAL_OPS = frozenset(
     {

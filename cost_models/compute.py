@@ -20,6 +20,29 @@ from cost_models.cluster import Gpu
 # backward costs twice their forward.
 CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
 
+# ONNX op types that move or index data without arithmetic: no FLOPs (`planner/op_flops.py`),
+# priced by their bytes (a calibration's `copy` curve, `cost_models/calibration.py`).
+DATA_MOVEMENT_OPS = frozenset(
+    {
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "ScatterND",
+        "ScatterElements",
+        "Expand",
+        "Tile",
+        "Pad",
+        "Cast",
+        "Identity",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
+
 # Backward-to-forward compute ratio. Source: a contraction Y = X W needs dX = dY W^T and
 # dW = X^T dY, two products of the forward's size (Kaplan et al. 2020, "Scaling Laws", 6N
 # FLOPs per token for training vs 2N forward); a memory-bound op reads its saved inputs and

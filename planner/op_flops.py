@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from cost_models.compute import DATA_MOVEMENT_OPS
 from planner.graph import VIEW_OPS, Op, Tensor
 
 # Approximate floating-point operations per output (or reduced input) element. Source: operation
@@ -33,22 +34,9 @@ _FLOPS_PER_ELEMENT: Mapping[str, float] = {
     "Sqrt": 1.0,
     "Pow": 1.0,
 }
-# Ops that move or index data without arithmetic.
-_DATA_MOVEMENT_OPS = frozenset(
+# Ops without arithmetic: data movement, and those that index, sort or make shapes.
+_ZERO_FLOP_OPS = DATA_MOVEMENT_OPS | frozenset(
     {
-        "Transpose",
-        "Concat",
-        "Split",
-        "Slice",
-        "Gather",
-        "GatherElements",
-        "GatherND",
-        "ScatterND",
-        "ScatterElements",
-        "Expand",
-        "Tile",
-        "Pad",
-        "Cast",
         "Shape",
         "Size",
         "ConstantOfShape",
@@ -81,7 +69,7 @@ def op_flops(op: Op, tensors: Mapping[str, Tensor]) -> float:
     shapes = [tensors[name].shape if name else () for name in op.inputs]
     out = tensors[op.outputs[0]] if op.outputs and op.outputs[0] else None
     kind = op.op_type
-    if kind in VIEW_OPS or kind in _DATA_MOVEMENT_OPS:
+    if kind in VIEW_OPS or kind in _ZERO_FLOP_OPS:
         return 0.0
     if kind == "MatMul":
         return _matmul_flops(shapes[0], shapes[1])

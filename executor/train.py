@@ -70,17 +70,34 @@ def forward_with_vjp(
     `loss`: (loss kind, output name) when this stage computes the loss.
     """
 
+    split_outputs = _with_loss(forward, differentiable_outputs, loss)
+
     def run(params: Tree, float_inputs: Tree, other_inputs: Tree, labels: Array | None) -> Any:
         def stage(p: Tree, x: Tree) -> tuple[Tree, Tree]:
-            outputs = forward(p, {**x, **other_inputs})
-            diff = {name: outputs[name] for name in differentiable_outputs}
-            rest = {name: value for name, value in outputs.items() if name not in diff}
-            if loss is not None:
-                diff[LOSS_KEY] = loss_value(loss[0], outputs[loss[1]], labels)
-            return diff, rest
+            return split_outputs(p, x, other_inputs, labels)
 
         diff, vjp, rest = jax.vjp(stage, params, float_inputs, has_aux=True)
         return diff, rest, vjp
+
+    return run
+
+
+def _with_loss(
+    forward: StageForward,
+    differentiable_outputs: tuple[str, ...],
+    loss: tuple[str, str] | None,
+) -> Callable[[Tree, Tree, Tree, Array | None], tuple[Tree, Tree]]:
+    """`(params, float_inputs, other_inputs, labels) -> (diff_outputs, other_outputs)`: the
+    stage's outputs split into those differentiated (with the loss, on the loss stage) and the
+    rest."""
+
+    def run(p: Tree, x: Tree, others: Tree, labels: Array | None) -> tuple[Tree, Tree]:
+        outputs = forward(p, {**x, **others})
+        diff = {name: outputs[name] for name in differentiable_outputs}
+        rest = {name: value for name, value in outputs.items() if name not in diff}
+        if loss is not None:
+            diff[LOSS_KEY] = loss_value(loss[0], outputs[loss[1]], labels)
+        return diff, rest
 
     return run
 
@@ -101,6 +118,7 @@ def replicated_forward_with_vjp(
     The loss is the mean of the replicas' losses (equal numbers of samples each).
     """
     spmd_axes = tuple(AXIS_NAMES[axis] for axis in layout.axes)
+    replica = _with_loss(forward, differentiable_outputs, loss)  # one replica's samples
 
     def run(params: Tree, float_inputs: Tree, other_inputs: Tree, labels: Array | None) -> Any:
         copies = {
@@ -111,14 +129,6 @@ def replicated_forward_with_vjp(
         }
         others = {name: layout.split(value, name) for name, value in other_inputs.items()}
         replica_labels = None if labels is None else split_replicas(labels, 0, layout.count)
-
-        def replica(p: Tree, x: Tree, o: Tree, label: Array | None) -> tuple[Tree, Tree]:
-            outputs = forward(p, {**x, **o})
-            diff = {name: outputs[name] for name in differentiable_outputs}
-            rest = {name: value for name, value in outputs.items() if name not in diff}
-            if loss is not None:
-                diff[LOSS_KEY] = loss_value(loss[0], outputs[loss[1]], label)
-            return diff, rest
 
         def stage(p: Tree, x: Tree) -> tuple[Tree, Tree]:
             split = {name: layout.split(value, name) for name, value in x.items()}

@@ -28,14 +28,45 @@ Array = Any
 Constrain = Callable[[str, Array], Array]
 
 
+# Under mixed precision, ops that overflow or lose too much in float16 (sums of squares,
+# exponentials, normalisation statistics) run in float32, as `torch.autocast` and jmp do.
+FLOAT32_OPS = frozenset(
+    {
+        "Softmax",
+        "LogSoftmax",
+        "LayerNormalization",
+        "SimplifiedLayerNormalization",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceProd",
+        "ReduceLogSumExp",
+        "CumSum",
+        "Exp",
+        "Log",
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "Erf",
+    }
+)
+
+
 def evaluate(
     nodes: Iterable[Node],
     env: dict[str, Array],
     opset: int,
     source: str,
     constrain: Constrain | None = None,
+    half_dtype: Any = None,
 ) -> dict[str, Array]:
-    """Run `nodes` in order, adding their outputs to `env` (which it returns)."""
+    """Run `nodes` in order, adding their outputs to `env` (which it returns). With
+    `half_dtype` (mixed precision), ops of `FLOAT32_OPS` get their half inputs in float32 and
+    give their floating outputs back in `half_dtype`."""
     for node in nodes:
         if node.domain:
             raise InputError(
@@ -45,8 +76,13 @@ def evaluate(
                 f"{node.op_type} of domain {node.domain!r}",
             )
         args = [env[name] if name else None for name in node.inputs]
+        widened = half_dtype is not None and node.op_type in FLOAT32_OPS
+        if widened:
+            args = [_retype(arg, half_dtype, np.float32) for arg in args]
         try:
             results = run_op(node.op_type, node.attributes, opset, args, len(node.outputs))
+            if widened:
+                results = [_retype(result, np.float32, half_dtype) for result in results]
         except UnsupportedOp as error:
             raise InputError(
                 source,
@@ -59,6 +95,13 @@ def evaluate(
                 continue
             env[name] = value if constrain is None or is_static(value) else constrain(name, value)
     return env
+
+
+def _retype(value: Array, source: Any, target: Any) -> Array:
+    """`value` in `target` if it is of dtype `source` (and not static), else as it is."""
+    if value is None or is_static(value) or np.dtype(value.dtype) != np.dtype(source):
+        return value
+    return value.astype(target)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@
 - Precision (`RuntimeOptions.precision`): "plan" (the default) computes in the plan's dtype:
   with float16 or bfloat16, every floating-point weight, input and constant a stage reads is
   cast to it where the stage reads it (mixed precision: weights, gradients and optimizer state
-  stay in the model's float32 at rest, the loss is computed in float32; no loss scaling, so
-  float16 training can underflow where bfloat16 does not). "model" computes in the model's own
+  stay in the model's float32 at rest; reductions, normalisations, exponentials and the loss
+  run in float32, `graph_fn.FLOAT32_OPS`; no loss scaling, so float16 gradients can underflow
+  where bfloat16 ones do not). "model" computes in the model's own
   dtypes (float32 for the exported examples), as onnxruntime does.
 """
 
@@ -270,7 +271,15 @@ class PlanRuntime:
                 return value
             return value.astype(compute)
 
-        constants = {name: lower(static[name]) for name in read}
+        def lower_constant(value: np.ndarray) -> np.ndarray:
+            """Constants beyond the half range (masks of float32's lowest) become its ends, as
+            exporters write them for half models, not infinities."""
+            if compute is None or np.dtype(value.dtype).kind != "f":
+                return value
+            limits = jnp.finfo(compute)
+            return lower(np.clip(value, float(limits.min), float(limits.max)))
+
+        constants = {name: lower_constant(static[name]) for name in read}
         model = self.model
 
         def constrain(name: str, value: Array) -> Array:
@@ -282,7 +291,7 @@ class PlanRuntime:
             # Parameters stored sharded (zero3) are gathered into their plan spec here.
             env.update({name: constrain(name, lower(value)) for name, value in params.items()})
             env.update({name: constrain(name, lower(value)) for name, value in inputs.items()})
-            evaluate(program.nodes, env, model.opset, model.source, constrain)
+            evaluate(program.nodes, env, model.opset, model.source, constrain, compute)
             return {name: env[name] for name in program.outputs}
 
         return forward

@@ -287,6 +287,34 @@ def test_mixed_precision_training_keeps_float32_weights_and_follows_the_float32_
         assert np.linalg.norm(after_half[name] - value) < 0.25 * moved
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_training_of_gpt_tiny_stays_finite_and_near_float32(
+    tmp_path: Path, dtype: str
+) -> None:
+    """Softmax, layer norms, Pow and the loss run in float32 (as under torch.autocast): in
+    float16 without that, gpt-tiny's GELU (x^3) overflows and its second step's loss is NaN."""
+    model_path = ROOT / "examples" / "models" / "gpt-tiny.onnx"
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(CLUSTER)
+    plan_path = tmp_path / "plan.json"
+    argv = [str(model_path), str(cluster), "--batch-size", str(BATCH), "--microbatches", "2"]
+    assert main([*argv, "--dtype", "float32", "--intra-only", "-o", str(plan_path)]) == 0
+    plan = read_plan(plan_path)
+    graph = load_onnx(model_path, batch_size=BATCH)
+    facts = ModelFacts(graph.fingerprint, {op.name: op.outputs for op in graph.ops})
+
+    def run(the_plan: Plan) -> PlanRuntime:
+        options = RuntimeOptions(mode="train", learning_rate=1e-3)
+        return PlanRuntime(the_plan, load_model(model_path), options, facts=facts)
+
+    half, full = run(in_dtype(plan, dtype)), run(plan)
+    inputs = half.random_inputs(seed=0)
+    for _ in range(3):
+        loss = half.train_step(inputs)
+        assert np.isfinite(loss)
+        assert loss == pytest.approx(full.train_step(inputs), rel=0.05, abs=1e-3)
+
+
 def test_an_unknown_precision_is_refused(make_plan: Callable[..., Path]) -> None:
     plan = read_plan(make_plan("mlp", "--mode", "infer"))
     with pytest.raises(InputError, match="--precision: expected one of plan, model, found 'fp8'"):

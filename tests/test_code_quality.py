@@ -45,3 +45,16 @@ def test_imports_flow_one_way(package: str) -> None:
             match = re.match(r"\s*(?:from|import)\s+(\w+)", line)
             if match and match.group(1) in ours:
                 assert match.group(1) in ALLOWED_IMPORTS[package], f"{path}: {line.strip()}"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.match(r"# alpa-plan\n\n```bash\n(.*?)\n```\n", readme, re.DOTALL)
+    assert block is not None, "README.md must open with one bash block"
+    run_main, run_tests = block.group(1).splitlines()  # exactly two commands
+    assert run_main.startswith("pip install . && alpa-plan examples/")
+    install, _, test = run_tests.partition(" && ")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    extras = re.search(r"pip install (?:--quiet )?(-e '\.\[[a-z,]+\]')", ci)
+    assert extras is not None and install == f"pip install {extras.group(1)}"
+    assert test == "pytest" and ci.rstrip().endswith("python -m pytest")

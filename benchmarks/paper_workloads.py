@@ -328,9 +328,10 @@ NOTES = """
   limit one after the other (the DeepSpeed-style baseline of wresnet-1b alone ran for over 15
   minutes before the pass was stopped).
 - **GPT-3 39B.** Auto plan only (`--no-baselines`: on 32 GPUs the Megatron baseline alone
-  tried 81 (dp, tp, pp, B) configurations, and 64 GPUs have more). Its planning time here, 486 s, covers the 7 microbatch
-  counts of this suite without rematerialisation, niced beside other work; one count with
-  `--remat` plans in 35 s (benchmarks/SPEED.md), under the issue's 60 s.
+  tried 81 (dp, tp, pp, B) configurations, and 64 GPUs have more). Its planning time here,
+  486 s, covers the 7 microbatch counts of this suite without rematerialisation, niced beside
+  other work; one count with `--remat` plans in 35 s (benchmarks/SPEED.md), under the
+  issue's 60 s.
 - **Rows of two passes.** gpt3-1.3b to gpt3-6.7b, moe-1.3b and moe-2.4b were computed before
   the search re-solved its chosen stages whole (the "polish" step); gpt3-15b, moe-10b,
   moe-27b and the Wide-ResNet rows after. `--only NAME ...` refreshes rows.

@@ -5,7 +5,7 @@ external data file is absent) gets seeded random weights: `OnnxModel.missing_wei
 them and `seeded_weights` makes them. `with_weights` writes weights into a copy of the model, so
 onnxruntime can run a graph-only model on the executor's weights.
 
-Op names follow the planner's rule (`planner/onnx_import.py`, `_unique_name`): the node's name,
+Op names follow the rule the planner writes (`plans/naming.py`): the node's name,
 or `{op_type}_{index}` when it has none, with `_1`, `_2`, ... for duplicates. The planner names
 nodes of its constant-folded graph, so for unnamed nodes the CLI passes the planner's own names
 (`stages.ModelFacts`); exporters name every node, and then both agree.
@@ -24,6 +24,7 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from plans.errors import InputError
+from plans.naming import unique_op_name
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def load_model(path: str | Path) -> OnnxModel:
     nodes = tuple(
         Node(
             index=index,
-            name=_unique_name(node, index, names),
+            name=unique_op_name(node.name, node.op_type, index, names),
             op_type=node.op_type,
             domain="" if node.domain == "ai.onnx" else node.domain,
             inputs=tuple(node.input),
@@ -231,18 +232,6 @@ def _attribute(attr: onnx.AttributeProto, source: str, node: onnx.NodeProto) -> 
             f"a subgraph in {node.op_type}",
         )
     return value
-
-
-def _unique_name(node: onnx.NodeProto, index: int, used: set[str]) -> str:
-    """The planner's naming rule (mirrored from `planner/onnx_import.py`)."""
-    base = node.name or f"{node.op_type}_{index}"
-    name = base
-    suffix = 1
-    while name in used:
-        name = f"{base}_{suffix}"
-        suffix += 1
-    used.add(name)
-    return name
 
 
 def _first_line(error: BaseException) -> str:

@@ -30,6 +30,7 @@ from onnx.reference import ReferenceEvaluator
 from planner.graph import AttrValue, Graph, Op, Tensor, TensorKind, op_traffic_bytes
 from planner.op_flops import op_flops
 from plans.errors import InputError
+from plans.naming import unique_op_name
 
 # Metadata key under which torch's dynamo exporter records module name scopes per node.
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -512,7 +513,7 @@ def _build_graph(
         for name in node.output:
             add(name, TensorKind.ACTIVATION)
         op = Op(
-            name=_unique_name(node, index, names_used),
+            name=unique_op_name(node.name, node.op_type, index, names_used),
             op_type=node.op_type,
             inputs=tuple(node.input),
             outputs=tuple(node.output),
@@ -600,17 +601,6 @@ def _dtype_name(code: int, source: str, tensor: str) -> str:
             "a supported ONNX element type (float, float16, bfloat16, int64, bool, ...)",
             str(code),
         )
-    return name
-
-
-def _unique_name(node: onnx.NodeProto, index: int, used: set[str]) -> str:
-    base = node.name or f"{node.op_type}_{index}"
-    name = base
-    suffix = 1
-    while name in used:
-        name = f"{base}_{suffix}"
-        suffix += 1
-    used.add(name)
     return name
 
 

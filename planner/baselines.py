@@ -150,9 +150,10 @@ class BaselineContext:
             return _renamed(cached, self._source_ops(key, ops), ops)
         prepared = self._prepare(key, ops, spec, microbatches, holds, strategy)
         try:
-            sharding = prepared.solve(cutoff_s=cutoff_s)
-        except MemoryInfeasible as error:
-            sharding = prepared.solve(error.minimum * (1 + 1e-6), cutoff_s)
+            try:
+                sharding = prepared.solve(cutoff_s=cutoff_s)
+            except MemoryInfeasible:
+                sharding = prepared.solve_least_memory(cutoff_s)
         except CutoffExceeded:
             self._solved[key] = cutoff_s
             raise

@@ -30,6 +30,7 @@ from planner.intra_op_ilp import (
     StrategySolution,
     minimum_memory,
     solve,
+    solve_least_memory,
 )
 from planner.notation import notation_of
 from planner.reshard import ReshardRules, reshard_s
@@ -320,6 +321,16 @@ class PreparedStage:
         if memory_budget_bytes is not None:
             problem = replace(problem, memory_budget=memory_budget_bytes)
         solution = solve(problem, self.settings.time_limit_s, self.settings.relative_gap, cutoff_s)
+        return _read_back(
+            self.ops, self.tensors, self.mesh, self.settings, self.strategies, self.groups,
+            self.where, solution, self.reshard,
+        )  # fmt: skip
+
+    def solve_least_memory(self, cutoff_s: float = math.inf) -> StageSharding:
+        """The cheapest of the shardings that need the least memory, whatever the budget."""
+        solution = solve_least_memory(
+            self.problem, self.settings.time_limit_s, self.settings.relative_gap, cutoff_s
+        )
         return _read_back(
             self.ops, self.tensors, self.mesh, self.settings, self.strategies, self.groups,
             self.where, solution, self.reshard,

@@ -33,6 +33,11 @@ Which function builds what:
     `_memory_row`           constraint (4)
     `_cutoff_row`           constraint (5)
     `build_ilp`             all of the above as one `IlpProblem`; `solve` hands it to HiGHS
+    `solve_least_memory`    the cheapest of the least-memory choices (for plans that fit
+                            nowhere): (4) replaced by keeping only each node's least-memory
+                            strategies, since the least total memory is the sum of the nodes'
+                            least (a budget row at exactly that total is a knapsack row with no
+                            slack, which HiGHS can spend its whole time limit on)
 
 Before building, `simplify` folds edges that touch a node with a single strategy into the other
 node's costs (a constant when both have one) and merges parallel edges between the same pair of
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -347,6 +352,50 @@ def solve(
         num_variables=ilp.num_columns,
         num_constraints=ilp.num_rows,
     )
+
+
+def least_memory_restriction(
+    problem: StrategyProblem,
+) -> tuple[StrategyProblem, tuple[tuple[int, ...], ...]]:
+    """`problem` with every node restricted to its least-memory strategies, no budget, and per
+    node the original indices of the strategies kept."""
+    kept = tuple(
+        tuple(i for i, m in enumerate(node.memory) if m <= min(node.memory) * (1 + 1e-9))
+        for node in problem.nodes
+    )
+    nodes = tuple(
+        Node(tuple(node.costs[i] for i in keep), tuple(node.memory[i] for i in keep))
+        for node, keep in zip(problem.nodes, kept, strict=True)
+    )
+    edges = tuple(
+        Edge(
+            edge.source,
+            edge.target,
+            tuple(edge.source_class[i] for i in kept[edge.source]),
+            tuple(edge.target_class[j] for j in kept[edge.target]),
+            edge.costs,
+        )
+        for edge in problem.edges
+    )
+    return StrategyProblem(nodes, edges, math.inf), kept
+
+
+def solve_least_memory(
+    problem: StrategyProblem,
+    time_limit_s: float,
+    relative_gap: float = 0.0,
+    cutoff_s: float = math.inf,
+) -> StrategySolution:
+    """The cheapest choice among those that need the least memory (`minimum_memory`), whatever
+    the budget. Raises `CutoffExceeded` when none costs at most `cutoff_s`, and
+    `MemoryInfeasible` when forbidden reshardings rule out every least-memory choice."""
+    restricted, kept = least_memory_restriction(problem)
+    try:
+        solution = solve(restricted, time_limit_s, relative_gap, cutoff_s)
+    except MemoryInfeasible:
+        raise MemoryInfeasible(problem.memory_budget, minimum_memory(problem)) from None
+    choices = tuple(keep[i] for keep, i in zip(kept, solution.choices, strict=True))
+    return replace(solution, choices=choices, objective_s=evaluate(problem, choices)[0])
 
 
 def _node_starts(problem: StrategyProblem) -> list[int]:

@@ -15,7 +15,9 @@ from planner.intra_op_ilp import (
     StrategyProblem,
     brute_force,
     evaluate,
+    minimum_memory,
     solve,
+    solve_least_memory,
 )
 
 
@@ -94,3 +96,32 @@ def test_forbidden_pairs_are_avoided() -> None:
     solution = solve(StrategyProblem(nodes, (edge,), math.inf), 10)
     assert solution.choices in ((0, 1), (1, 0))
     assert solution.objective_s == pytest.approx(1.0)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(problems())
+def test_least_memory_solve_equals_enumeration_at_the_least_budget(
+    problem: StrategyProblem,
+) -> None:
+    # Whatever the budget, the answer is the cheapest choice among those needing the least memory.
+    least = minimum_memory(problem)
+    expected = brute_force(StrategyProblem(problem.nodes, problem.edges, least))
+    assert expected is not None  # no forbidden pairs in these problems
+    solution = solve_least_memory(problem, time_limit_s=10)
+    assert evaluate(problem, solution.choices)[1] == least
+    assert solution.objective_s == pytest.approx(expected[1], abs=1e-6)
+    assert solution.objective_s == pytest.approx(evaluate(problem, solution.choices)[0])
+
+
+def test_least_memory_known_answer() -> None:
+    # Node 0's least memory (4) is reached by strategies 1 and 2; the edge makes 2 cheaper overall.
+    nodes = (Node((1.0, 5.0, 6.0), (10.0, 4.0, 4.0)), Node((1.0, 1.0), (3.0, 2.0)))
+    edge = Edge(0, 1, (0, 1, 2), (0, 1), ((0.0, 0.0), (9.0, 9.0), (0.0, 0.0)))
+    solution = solve_least_memory(StrategyProblem(nodes, (edge,), 1.0), time_limit_s=10)
+    # (1, 1): 5 + 1 + 9 = 15; (2, 1): 6 + 1 + 0 = 7.
+    assert solution.choices == (2, 1)
+    assert solution.objective_s == pytest.approx(7.0)
+    forbidden = Edge(0, 1, (0, 1, 1), (0, 1), ((0.0, 0.0), (0.0, math.inf)))
+    with pytest.raises(MemoryInfeasible) as error:
+        solve_least_memory(StrategyProblem(nodes, (forbidden,), 1.0), time_limit_s=10)
+    assert error.value.minimum == 6.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
@@ -24,7 +24,7 @@ from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.options import PlanOptions
 from planner.sharding import ShardingSpec
-from planner.stage_costs import RangePlan, StageCostTable, submesh_shapes
+from planner.stage_costs import RangePlan, StageCostTable, mesh_shapes, submesh_shapes
 from planner.strategies import Strategy
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
@@ -49,6 +49,8 @@ class PipelineChoice:
     iteration_s: float
     table: StageCostTable
     candidates: int
+    # Stages already solved as one ILP over their whole range (`exact_one_stage`), by index.
+    exact: Mapping[int, StageSharding] = field(default_factory=dict)
 
 
 def divisors(n: int) -> tuple[int, ...]:
@@ -113,29 +115,112 @@ def search_pipelines(
         candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
         weight = _max_weight(options, microbatches)
         solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight + 1)
-        if solution is None:
+        found: PipelineChoice | None = None
+        if solution is not None:
+            stages = tuple(plans[c.key] for c in solution.stages)
+            found = PipelineChoice(
+                microbatches, stages, solution.iteration_s, table, len(candidates)
+            )
+        limit_s = min(
+            found.iteration_s if found else math.inf, best.iteration_s if best else math.inf
+        )
+        whole = exact_one_stage(
+            graph, tensors, table, cluster, settings, options.schedule, weight, limit_s
+        )
+        if whole is not None:
+            found = whole
+        if found is None:
             objective_s[microbatches] = math.inf
             tried.append({"microbatches": microbatches, "status": "infeasible"})
         else:
-            objective_s[microbatches] = solution.iteration_s
-            stages = tuple(plans[c.key] for c in solution.stages)
+            objective_s[microbatches] = found.iteration_s
             tried.append(
                 {
                     "microbatches": microbatches,
                     "status": "ok",
-                    "objective_s": solution.iteration_s,
-                    "stages": len(stages),
+                    "objective_s": found.iteration_s,
+                    "stages": len(found.stages),
                     "candidates": len(candidates),
+                    "one_stage_solved_whole": whole is not None,
                 }
             )
-            if best is None or solution.iteration_s < best.iteration_s:
-                best = PipelineChoice(
-                    microbatches, stages, solution.iteration_s, table, len(candidates)
-                )
+            if best is None or found.iteration_s < best.iteration_s:
+                best = found
         if not pending and options.microbatches is None:
             refined = refined_counts(graph.batch_size, objective_s)
             pending = [count for count in refined if count not in objective_s]
     return best, tried
+
+
+def composed_lower_bound_s(plans: Sequence[RangePlan], weight: float) -> float:
+    """A lower bound on `weight` t + u for the range of `plans` (its composed plans on one
+    logical mesh) solved as one ILP: each layer's own optimum, without the resharding between
+    layers that composing charges (the single-layer ILPs relax the whole one), at the fastest
+    memory level."""
+    return min(
+        weight * (plan.time_s - plan.resharding_s - plan.transfer_s) + plan.iteration_s
+        for plan in plans
+    )
+
+
+def exact_one_stage(
+    graph: Graph,
+    tensors: Mapping[str, Tensor],
+    table: StageCostTable,
+    cluster: Cluster,
+    settings: IntraOpSettings,
+    schedule: str,
+    weight: int,
+    limit_s: float,
+) -> PipelineChoice | None:
+    """The whole model as one stage on the whole cluster, solved as one ILP on each logical
+    shape (Alpa's ShardParallel), when that beats `limit_s` (the DP's objective); else None.
+
+    The table composes a range from single-layer ILPs that each take their inputs in the layout
+    they like best, and then charges the resharding between layers: an upper bound on the
+    range's exact cost, which can be far above it (a convolution stack whose layers disagree
+    on a layout the whole ILP would keep). The same plans without that resharding are a lower
+    bound (every layer at its own optimum), so a shape is solved only when its lower bound
+    beats the limit, with the limit as the ILP's cutoff. Not with rematerialisation, whose
+    memory the stage ILP does not model."""
+    if settings.remat:
+        return None
+    whole = (cluster.hosts, cluster.gpus_per_host)
+    last = len(table.layers) - 1
+    microbatches = settings.microbatches
+    stage_settings = replace(settings, in_flight=in_flight(0, 1, microbatches, schedule))
+    ops = graph.ops[table.layers[0].start : table.layers[last].stop]
+    best: PipelineChoice | None = None
+    composed = table.range_plans(0, last, whole)
+    for shape in mesh_shapes(whole, cluster.gpus_per_host):
+        plans = [plan for plan in composed if plan.mesh.shape == shape]
+        if not plans:
+            continue
+        limit = min(limit_s, best.iteration_s if best else math.inf)
+        if composed_lower_bound_s(plans, 1 + weight) >= limit:
+            continue
+        # The ILP's objective is B t + u; the DP's (1 + weight) t + u (equal when training).
+        cutoff_s = math.inf
+        if math.isfinite(limit):
+            cutoff_s = microbatches * (limit - plans[0].iteration_s) / (1 + weight)
+            cutoff_s += plans[0].iteration_s if settings.training else 0.0
+        try:
+            sharding = solve_stage(
+                ops, tensors, plans[0].mesh, cluster.gpu, stage_settings, cutoff_s
+            )
+        except (MemoryInfeasible, CutoffExceeded):
+            continue
+        objective = (1 + weight) * sharding.microbatch_s + sharding.iteration_s
+        if objective < limit:
+            best = PipelineChoice(
+                microbatches,
+                (plans[0],),
+                objective,
+                table,
+                candidates=0,
+                exact={0: sharding},
+            )
+    return best
 
 
 def _max_weight(options: PlanOptions, microbatches: int) -> int:
@@ -199,32 +284,49 @@ def polish_stages(
     """Re-solve each chosen stage as one ILP over its whole range of layers, under the memory
     its in-flight microbatches leave, with its composed cost as the cutoff: the composition's
     single-layer ILPs cannot trade across layers (a tied weight's layout, memory spent where
-    it saves most). A stage keeps the exact plan only where the pipeline gets faster.
+    it saves most). Each logical shape of the stage's submesh is tried, the chosen one first
+    (the composition may rank two shapes in the wrong order when they are close). A stage
+    keeps an exact plan only where the pipeline gets faster.
 
     Not with rematerialisation, whose memory the stage ILP does not model."""
     if settings.remat:
-        return {}
+        return dict(choice.exact)
     tensors = split_batch(graph.tensors, choice.microbatches)
     microbatches = choice.microbatches
     times = [plan.time_s for plan in choice.stages]
     syncs = [plan.iteration_s for plan in choice.stages]
-    exact: dict[int, StageSharding] = {}
+    exact: dict[int, StageSharding] = dict(choice.exact)
     for index, plan in enumerate(choice.stages):
+        if index in exact:
+            continue
         ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
         holds = in_flight(index, len(choice.stages), microbatches, schedule)
         stage_settings = replace(settings, in_flight=holds)
-        cutoff = microbatches * (plan.time_s - plan.transfer_s) + plan.iteration_s
-        try:
-            sharding = solve_stage(ops, tensors, plan.mesh, cluster.gpu, stage_settings, cutoff)
-        except (MemoryInfeasible, CutoffExceeded):
-            continue
-        new_times = [*times[:index], sharding.microbatch_s + plan.transfer_s, *times[index + 1 :]]
-        new_syncs = [*syncs[:index], sharding.iteration_s, *syncs[index + 1 :]]
-        if _pipeline_s(new_times, new_syncs, microbatches) < _pipeline_s(
-            times, syncs, microbatches
-        ):
-            exact[index] = sharding
-            times, syncs = new_times, new_syncs
+        composed = choice.table.range_plans(plan.first, plan.last, plan.submesh)
+        shapes = mesh_shapes(plan.submesh, cluster.gpus_per_host)
+        for shape in (plan.mesh.shape, *(s for s in shapes if s != plan.mesh.shape)):
+            cutoff = microbatches * (times[index] - plan.transfer_s) + syncs[index]
+            mesh = plan.mesh
+            if shape != plan.mesh.shape:
+                same = [p for p in composed if p.mesh.shape == shape]
+                if not same or composed_lower_bound_s(same, microbatches) >= cutoff:
+                    continue
+                mesh = same[0].mesh
+            try:
+                sharding = solve_stage(ops, tensors, mesh, cluster.gpu, stage_settings, cutoff)
+            except (MemoryInfeasible, CutoffExceeded):
+                continue
+            new_times = [
+                *times[:index],
+                sharding.microbatch_s + plan.transfer_s,
+                *times[index + 1 :],
+            ]
+            new_syncs = [*syncs[:index], sharding.iteration_s, *syncs[index + 1 :]]
+            if _pipeline_s(new_times, new_syncs, microbatches) < _pipeline_s(
+                times, syncs, microbatches
+            ):
+                exact[index] = sharding
+                times, syncs = new_times, new_syncs
     return exact
 
 

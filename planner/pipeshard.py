@@ -48,7 +48,6 @@ class PipelineChoice:
     stages: tuple[RangePlan, ...]
     iteration_s: float
     table: StageCostTable
-    candidates: int
     # Stages already solved as one ILP over their whole range (`exact_one_stage`), by index.
     exact: Mapping[int, StageSharding] = field(default_factory=dict)
 
@@ -118,9 +117,7 @@ def search_pipelines(
         found: PipelineChoice | None = None
         if solution is not None:
             stages = tuple(plans[c.key] for c in solution.stages)
-            found = PipelineChoice(
-                microbatches, stages, solution.iteration_s, table, len(candidates)
-            )
+            found = PipelineChoice(microbatches, stages, solution.iteration_s, table)
         limit_s = min(
             found.iteration_s if found else math.inf, best.iteration_s if best else math.inf
         )
@@ -199,11 +196,9 @@ def exact_one_stage(
         limit = min(limit_s, best.iteration_s if best else math.inf)
         if composed_lower_bound_s(plans, 1 + weight) >= limit:
             continue
-        # The ILP's objective is B t + u; the DP's (1 + weight) t + u (equal when training).
-        cutoff_s = math.inf
-        if math.isfinite(limit):
-            cutoff_s = microbatches * (limit - plans[0].iteration_s) / (1 + weight)
-            cutoff_s += plans[0].iteration_s if settings.training else 0.0
+        # The ILP's objective is B t + u, the DP's (1 + weight) t + u: equal when training;
+        # in inference u = 0.
+        cutoff_s = limit if settings.training else microbatches * limit / (1 + weight)
         try:
             sharding = solve_stage(
                 ops, tensors, plans[0].mesh, cluster.gpu, stage_settings, cutoff_s
@@ -212,14 +207,7 @@ def exact_one_stage(
             continue
         objective = (1 + weight) * sharding.microbatch_s + sharding.iteration_s
         if objective < limit:
-            best = PipelineChoice(
-                microbatches,
-                (plans[0],),
-                objective,
-                table,
-                candidates=0,
-                exact={0: sharding},
-            )
+            best = PipelineChoice(microbatches, (plans[0],), objective, table, {0: sharding})
     return best
 
 

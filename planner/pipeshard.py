@@ -17,12 +17,14 @@ from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
+from cost_models.memory import parameter_state
 from planner.graph import Graph, Op, Tensor, TensorKind, split_batch
 from planner.inter_op import best_pipeline
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.options import PlanOptions
+from planner.saved_tensors import saved_for_backward
 from planner.sharding import ShardingSpec
 from planner.stage_costs import RangePlan, StageCostTable, mesh_shapes, submesh_shapes
 from planner.strategies import Strategy
@@ -104,49 +106,111 @@ def search_pipelines(
         microbatches = pending.pop(0)
         settings = settings_for(microbatches)
         tensors = split_batch(graph.tensors, microbatches)
-        table = StageCostTable(graph.ops, tensors, layers, cluster, settings)
-
-        def report(done: int, total: int, microbatches: int = microbatches) -> None:
-            if progress is not None:
-                progress(f"layer ILPs, {microbatches} microbatches", done, total)
-
-        table.solve_layers(submeshes, jobs, report)
-        candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
-        weight = _max_weight(options, microbatches)
-        solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight + 1)
         found: PipelineChoice | None = None
-        if solution is not None:
-            stages = tuple(plans[c.key] for c in solution.stages)
-            found = PipelineChoice(microbatches, stages, solution.iteration_s, table)
-        limit_s = min(
-            found.iteration_s if found else math.inf, best.iteration_s if best else math.inf
-        )
-        whole = exact_one_stage(
-            graph, tensors, table, cluster, settings, options.schedule, weight, limit_s
-        )
-        if whole is not None:
-            found = whole
-        if found is None:
-            objective_s[microbatches] = math.inf
-            tried.append({"microbatches": microbatches, "status": "infeasible"})
+        bound = memory_lower_bound_bytes(graph.ops, tensors, layers, settings)
+        if bound > cluster.num_devices * settings.memory_budget_bytes:
+            record: dict[str, JsonValue] = {
+                "microbatches": microbatches,
+                "status": "infeasible",
+                "memory_lower_bound_bytes": bound,
+            }
         else:
-            objective_s[microbatches] = found.iteration_s
-            tried.append(
-                {
-                    "microbatches": microbatches,
-                    "status": "ok",
-                    "objective_s": found.iteration_s,
-                    "stages": len(found.stages),
-                    "candidates": len(candidates),
-                    "one_stage_solved_whole": whole is not None,
-                }
+            found, record = _search_count(
+                graph, tensors, cluster, options, layers, settings, submeshes, best, progress, jobs
             )
-            if best is None or found.iteration_s < best.iteration_s:
-                best = found
+        tried.append(record)
+        objective_s[microbatches] = found.iteration_s if found else math.inf
+        if found is not None and (best is None or found.iteration_s < best.iteration_s):
+            best = found
         if not pending and options.microbatches is None:
             refined = refined_counts(graph.batch_size, objective_s)
             pending = [count for count in refined if count not in objective_s]
     return best, tried
+
+
+def _search_count(
+    graph: Graph,
+    tensors: Mapping[str, Tensor],
+    cluster: Cluster,
+    options: PlanOptions,
+    layers: Sequence[LayerSlice],
+    settings: IntraOpSettings,
+    submeshes: Sequence[tuple[int, int]],
+    best: PipelineChoice | None,
+    progress: Progress | None,
+    jobs: int,
+) -> tuple[PipelineChoice | None, dict[str, JsonValue]]:
+    """The fastest pipeline at one microbatch count (the DP over the cost table, or the whole
+    model as one exact stage), and the record of the count."""
+    microbatches = settings.microbatches
+    table = StageCostTable(graph.ops, tensors, layers, cluster, settings)
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"layer ILPs, {microbatches} microbatches", done, total)
+
+    table.solve_layers(submeshes, jobs, report)
+    candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
+    weight = _max_weight(options, microbatches)
+    solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight + 1)
+    found: PipelineChoice | None = None
+    if solution is not None:
+        stages = tuple(plans[c.key] for c in solution.stages)
+        found = PipelineChoice(microbatches, stages, solution.iteration_s, table)
+    limit_s = min(found.iteration_s if found else math.inf, best.iteration_s if best else math.inf)
+    whole = exact_one_stage(
+        graph, tensors, table, cluster, settings, options.schedule, weight, limit_s
+    )
+    if whole is not None:
+        found = whole
+    if found is None:
+        return None, {"microbatches": microbatches, "status": "infeasible"}
+    return found, {
+        "microbatches": microbatches,
+        "status": "ok",
+        "objective_s": found.iteration_s,
+        "stages": len(found.stages),
+        "candidates": len(candidates),
+        "one_stage_solved_whole": whole is not None,
+    }
+
+
+def memory_lower_bound_bytes(
+    ops: Sequence[Op],
+    tensors: Mapping[str, Tensor],
+    layers: Sequence[LayerSlice],
+    settings: IntraOpSettings,
+) -> int:
+    """Bytes that all devices together hold at least, whatever the plan, at this microbatch
+    size (`tensors`): every parameter's state once (sharding spreads it, replication adds to
+    it), and when training without rematerialisation one microbatch of the activations each
+    layer keeps for the backward (every stage holds at least one in flight), charged as the
+    strategies charge them (`planner/strategies.py`: an op's saved outputs and saved data
+    inputs, saved as `planner/saved_tensors.py` says within its layer).
+
+    A count whose bound exceeds the devices' budgets together fits no pipeline, so the search
+    skips its cost table."""
+    state = parameter_state(settings.dtype, settings.optimizer, settings.training)
+    parameters = {
+        name
+        for op in ops
+        for name in op.present_inputs
+        if tensors[name].kind is TensorKind.PARAMETER
+    }
+    total = state.total * sum(tensors[name].num_elements for name in parameters)
+    if not settings.training or settings.remat:
+        return total
+    for layer in layers:
+        layer_ops = ops[layer.start : layer.stop]
+        saved = saved_for_backward(layer_ops, tensors)
+        kept = {
+            name
+            for op in layer_ops
+            for name in (*op.outputs, *op.inputs)
+            if name in saved and (name in op.outputs or tensors[name].kind is TensorKind.INPUT)
+        }
+        total += sum(tensors[name].size_bytes for name in kept)
+    return total
 
 
 def composed_lower_bound_s(plans: Sequence[RangePlan], weight: float) -> float:

@@ -15,7 +15,7 @@ from planner.graph import split_batch
 from planner.layers import cluster_layers
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
-from planner.pipeshard import pack_devices
+from planner.pipeshard import _search_count, memory_lower_bound_bytes, pack_devices
 from planner.search import intra_op_settings, plan, plan_intra_only
 from planner.stage_costs import StageCostTable
 from plans.errors import InputError
@@ -243,3 +243,56 @@ def test_full_search_is_never_slower_than_one_stage_on_the_whole_cluster(
     (record,) = searched.search["microbatches"]
     if name == "wide-resnet-tiny":
         assert record["one_stage_solved_whole"] and len(searched.stages) == 1
+
+
+def test_memory_lower_bound_known_answer(tmp_path: Path) -> None:
+    # 2 layers, hidden 64, float16 Adam: 2 x (64 x 256 + 256 x 64) weights at 16 bytes each;
+    # one microbatch of 8 keeps layer 0's input x (8 x 64) and each layer's Relu output
+    # (8 x 256) at 2 bytes (the MatMuls' saved inputs are those buffers; Add keeps nothing,
+    # and layer 1's input x0 is saved by no op of layer 0, as the layer ILPs charge it).
+    graph = load_onnx(stacked(tmp_path, layers=2, hidden=64, batch=32), batch_size=32)
+    typed = graph.cast_floats("float16")
+    settings = intra_op_settings(PlanOptions(microbatches=4), cluster(1, 2, 1e9))
+    bound = memory_lower_bound_bytes(
+        typed.ops, split_batch(typed.tensors, 4), cluster_layers(typed), settings
+    )
+    assert bound == 16 * 2 * 2 * 64 * 256 + 2 * (8 * 64 + 2 * 8 * 256)
+    inference = intra_op_settings(PlanOptions(mode="infer", microbatches=4), cluster(1, 2, 1e9))
+    assert (
+        memory_lower_bound_bytes(
+            typed.ops, split_batch(typed.tensors, 4), cluster_layers(typed), inference
+        )
+        == 2 * 2 * 64 * 256 * 2
+    )
+
+
+def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
+    # Oracle: at every count, when the bound exceeds what the GPUs hold together, the full
+    # search at that count (cost table, DP, whole-model ILP) finds nothing either.
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=65536), batch_size=65536)
+    typed = graph.cast_floats("float16")
+    small = cluster(1, 2, 100e9, memory=GiB)
+    layers = cluster_layers(typed)
+    skipped, found = [], []
+    for count in (1, 2, 4, 8, 16):
+        options = PlanOptions(microbatches=count)
+        settings = intra_op_settings(options, small)
+        tensors = split_batch(typed.tensors, count)
+        bound = memory_lower_bound_bytes(typed.ops, tensors, layers, settings)
+        choice, _ = _search_count(
+            typed, tensors, small, options, layers, settings, [(1, 1), (1, 2)], None, None, 1
+        )
+        if bound > small.num_devices * settings.memory_budget_bytes:
+            skipped.append(count)
+            assert choice is None, count
+        elif choice is not None:
+            found.append(count)
+    assert skipped and found  # both sides of the bound occur
+
+
+def test_search_records_counts_skipped_by_the_memory_bound(tmp_path: Path) -> None:
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=65536), batch_size=65536)
+    result = plan(graph, cluster(1, 2, 100e9, memory=GiB), PlanOptions())
+    skipped = [r for r in result.search["microbatches"] if "memory_lower_bound_bytes" in r]
+    assert skipped and all(r["status"] == "infeasible" for r in skipped)
+    assert result.estimate.peak_memory_bytes <= 0.9 * GiB

@@ -308,10 +308,12 @@ NOTES = """
   full HBM bandwidth, and the capacity-padded expert GEMMs are small; the paper's Alpa
   reaches 40 TFLOP/s where GPT reaches 58. Without calibration the estimate cannot see this.
 - **Auto vs. one-stage baselines.** When the best plan is one stage on the whole cluster, the
-  auto search and the `intra-only`/`deepspeed` baselines find nearly the same sharding; the
-  auto plan can be a few parts in 100,000 slower because the search composes single-layer ILPs
-  and the tied embedding / LM-head weight is then owned (stored and synchronised) by two
-  layers, while the one-stage baselines solve the whole model in one ILP.
+  auto plan equals the `intra-only` baseline (ratio 1.0000): the search composes its cost
+  table from single-layer ILPs, whose resharding between layers overestimates a range, and
+  then solves the whole model as one ILP whenever a lower bound says it could beat the
+  pipeline (README, "How it works", step 4); the chosen stages are re-solved whole on every
+  logical shape of their submesh. Before that, the composition picked 1x8 where the whole
+  ILP prefers 2x4 (wresnet-2b, 1.0001) and one-stage rows were up to 2x10^-5 slower.
 - **Megatron.** The best (dp, tp, pp, B) over tp in 1..8 inside a host and every pp; each
   stage is one ILP with the batch on mesh axis 0 and no ZeRO, so the ILP picks Megatron's
   column-then-row splits on axis 1 (`tests/test_compare.py`).
@@ -324,25 +326,44 @@ NOTES = """
   at 3.1 GB/s take). The auto
   plan is 6.4x faster at 2 hosts (moe-10b) and over 400x at 4 hosts (moe-27b), where the
   target was 2x (the paper measured 3.5x and 10x).
-- **Wide-ResNet.** Auto plans only (`--no-baselines`): the baselines solve the whole network as
-  one ILP per configuration, and on this 2-core machine those run into the 60 s ILP time
-  limit one after the other (the DeepSpeed-style baseline of wresnet-1b alone ran for over 15
-  minutes before the pass was stopped).
-- **GPT-3 39B.** Auto plan only (`--no-baselines`: on 32 GPUs the Megatron baseline alone
-  tried 81 (dp, tp, pp, B) configurations, and 64 GPUs have more). Its planning time here,
-  486 s, covers the 7 microbatch counts of this suite without rematerialisation, niced beside
-  other work; one count with `--remat` plans in 35 s (benchmarks/SPEED.md), under the
-  issue's 60 s.
+- **Wide-ResNet.** Float32 on V100 is a roofline at the 15.7 TFLOP/s float32 peak, and the
+  convolutions at these batch sizes are compute-bound, so every plan that fits sits near that
+  peak (the paper gives no per-GPU figure for these rows). The baselines differ in memory:
+  plain data parallelism does not fit at all (weights, gradients and Adam state replicated),
+  ZeRO-3 pays its weight gathers. On 16 GPUs (wresnet-4b, two hosts) every one-stage plan
+  moves gradients (of 4 B parameters) or activations over the 25 Gbit/s link between the
+  hosts; the auto
+  plan, like the pipeline of data-parallel stages (`inter`, the same plan), keeps each stage
+  inside a host and sends only activations across (14.2 TFLOP/s against 12.7 for the best
+  one-stage plan). The baselines' ILPs once
+  ran into the 60 s time limit one after the other, when a configuration that fits nowhere
+  looked for its least-memory sharding under a budget row with no slack; they now restrict
+  each op to its least-memory strategies instead (`planner/intra_op_ilp.py`,
+  `solve_least_memory`): wresnet-1b's DeepSpeed baseline went from over 15 minutes to 1 s.
+- **GPT-3 39B.** Only the auto plan fits: the Megatron baseline's best configuration
+  (dp 1, tp 8, pp 8, B = 1024) misses the budget by 2 % (14.67 GiB per GPU against 14.40;
+  Megatron-LM's own runs recompute activations, which the baselines cannot: the stage ILP
+  does not model rematerialisation's memory), no pipeline of data-parallel stages fits, and
+  the one-stage plans that fit pay ZeRO-3 gathers (DeepSpeed, 0.5 TFLOP/s) or cross-host
+  resharding (intra-only, 3.9 TFLOP/s) in every microbatch. Planning took 935 s: the suite
+  runs one search per microbatch count (7 counts, as the baselines do) and each pays its
+  cost table, the whole-stage re-solve of its chosen stages and, where the lower bound
+  cannot rule it out, the whole model as one ILP; profiled at B = 1024 alone on one core,
+  77 s (56 s layer ILPs, 20 s re-solving the 9 stages, which improved none). The issue's
+  60 s target is met only by one count with `--remat` (35 s, benchmarks/SPEED.md). The
+  memory lower bound that skips counts no pipeline can fit landed after this row.
 - **MoE 70B does not fit, with or without `--remat`.** Its 70.4 B parameters under mixed-
   precision Adam hold 16 bytes each (`cost_models/memory.py`: float16 weights and gradients,
   float32 master copy, m and v): 16.4 GiB per GPU even when sharded perfectly over all 64
   GPUs, above the 14.4 GiB budget (90% of 16 GB) before any activation. No parallel plan can
   change that; the paper's run must have kept less optimizer state per parameter (it does not
   say). The auto plan was tried both ways (`--remat` last); the baselines without.
-- **Rows of two passes.** gpt3-1.3b to gpt3-6.7b and moe-2.4b were computed before the search
-  re-solved its chosen stages whole (the "polish" step); the other rows after (moe-1.3b was
-  re-run: its auto plan then equals the best baseline, ratio 1.0000 where it was 1.0019).
-  `--only NAME ...` refreshes rows.
+- **Rows of two passes.** gpt3-15b was computed before the search re-solved its chosen stages
+  on every logical shape and solved the whole model as one stage (README, "How it works",
+  step 4), and before the baselines' least-memory fallback; moe-70b too (it fits nothing
+  either way). Every other row's plans come from the current code; their planning times
+  predate the memory lower bound, which skips only counts that fit nothing. `--only NAME
+  ...` refreshes rows.
 """
 
 

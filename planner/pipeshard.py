@@ -24,7 +24,7 @@ from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.options import PlanOptions
-from planner.saved_tensors import saved_for_backward
+from planner.saved_tensors import charged_to, saved_for_backward
 from planner.sharding import ShardingSpec
 from planner.stage_costs import RangePlan, StageCostTable, mesh_shapes, submesh_shapes
 from planner.strategies import Strategy
@@ -203,12 +203,7 @@ def memory_lower_bound_bytes(
     for layer in layers:
         layer_ops = ops[layer.start : layer.stop]
         saved = saved_for_backward(layer_ops, tensors)
-        kept = {
-            name
-            for op in layer_ops
-            for name in (*op.outputs, *op.inputs)
-            if name in saved and (name in op.outputs or tensors[name].kind is TensorKind.INPUT)
-        }
+        kept = {name for op in layer_ops for name in charged_to(op, saved, tensors)}
         total += sum(tensors[name].size_bytes for name in kept)
     return total
 

@@ -78,3 +78,15 @@ def saved_for_backward(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> froz
             if name and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT):
                 saved.add(buffer(name))
     return frozenset(saved)
+
+
+def charged_to(op: Op, saved: frozenset[str], tensors: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """The saved tensors (`saved_for_backward`) whose memory `op` pays for: the saved outputs
+    it writes and the saved data inputs it reads."""
+    return tuple(
+        dict.fromkeys(
+            name
+            for name in (*op.outputs, *op.inputs)
+            if name in saved and (name in op.outputs or tensors[name].kind is TensorKind.INPUT)
+        )
+    )

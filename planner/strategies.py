@@ -52,6 +52,7 @@ from cost_models.mesh import LogicalMesh, MeshAxis
 from planner.graph import Op, Tensor, TensorKind, op_traffic_bytes
 from planner.notation import Notation
 from planner.op_flops import op_flops
+from planner.saved_tensors import charged_to
 from planner.sharding import ShardingSpec
 
 ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
@@ -323,12 +324,7 @@ def _priced(
     if context.training:
         # Kept for backward (`planner/saved_tensors.py`): the op's saved outputs, and the saved
         # data inputs it reads, at their local size.
-        kept = [
-            name
-            for name in (*op.outputs, *op.inputs)
-            if name in saved and (name in op.outputs or tensors[name].kind is TensorKind.INPUT)
-        ]
-        activation_bytes = sum(local[name].size_bytes for name in dict.fromkeys(kept))
+        activation_bytes = sum(local[name].size_bytes for name in charged_to(op, saved, tensors))
     elements = sum(piece.elements for piece in parameters)
     plain = Strategy(
         name=_name(input_specs, output_specs),

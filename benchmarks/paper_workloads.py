@@ -358,12 +358,11 @@ NOTES = """
   GPUs, above the 14.4 GiB budget (90% of 16 GB) before any activation. No parallel plan can
   change that; the paper's run must have kept less optimizer state per parameter (it does not
   say). The auto plan was tried both ways (`--remat` last); the baselines without.
-- **Rows of two passes.** gpt3-15b was computed before the search re-solved its chosen stages
+- **Rows of two passes.** moe-70b was computed before the search re-solved its chosen stages
   on every logical shape and solved the whole model as one stage (README, "How it works",
-  step 4), and before the baselines' least-memory fallback; moe-70b too (it fits nothing
-  either way). Every other row's plans come from the current code; their planning times
-  predate the memory lower bound, which skips only counts that fit nothing. `--only NAME
-  ...` refreshes rows.
+  step 4), and before the baselines' least-memory fallback; it fits nothing either way. Every
+  other row's plans come from the current code; their planning times predate the memory
+  lower bound, which skips only counts that fit nothing. `--only NAME ...` refreshes rows.
 """
 
 

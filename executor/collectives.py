@@ -29,8 +29,8 @@ import re
 from collections import Counter
 from collections.abc import Collection, Mapping
 
-from executor.mesh import parse_spec
 from executor.stages import StageProgram
+from plans.specs import ShardingSpec, parse_strategy_name
 
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -46,11 +46,6 @@ def compiled_collectives(hlo_text: str) -> Counter[str]:
     return Counter(match.group(1) for match in _INSTRUCTION.finditer(hlo_text))
 
 
-def _specs_of(side: str) -> list[tuple[tuple[int, ...], ...]]:
-    tokens = side.split(" x ") if " x " in side else side.split()
-    return [parse_spec("" if token.strip() == "-" else token.strip()) for token in tokens]
-
-
 def predicted_collectives(
     program: StageProgram,
     strategies: Mapping[str, str],
@@ -60,30 +55,27 @@ def predicted_collectives(
     parameters stored sharded beyond their spec (ZeRO-3), which the forward all-gathers."""
     live = {axis for axis, size in enumerate(program.logical_mesh) if size > 1}
     kinds: set[str] = {"all-gather"} if gathered else set()
-    made: dict[str, tuple[tuple[int, ...], ...]] = {}
+    made: dict[str, ShardingSpec] = {}
     for node in program.nodes:
         name = strategies.get(node.name)
         if name is None:
             continue
-        text = name.split(" zero")[0]
-        outs_text, _, ins_text = text.partition(" = ")
-        out_specs = _specs_of(outs_text) if outs_text.strip() != "-" else []
-        in_specs = _specs_of(ins_text) if ins_text.strip() != "-" else []
-        in_axes = {axis for spec in in_specs for axes in spec for axis in axes}
-        out_axes = {axis for spec in out_specs for axes in spec for axis in axes}
+        out_specs, in_specs = parse_strategy_name(name.split(" zero")[0])
+        in_axes = {axis for spec in in_specs for axis in spec.axes}
+        out_axes = {axis for spec in out_specs for axis in spec.axes}
         if (in_axes - out_axes) & live:
             kinds.add("all-reduce")
         attribute = _STATISTICS_OPS.get(node.op_type)
         if attribute and in_specs:
-            rank = len(in_specs[0])
+            rank = in_specs[0].rank
             axis = node.attributes.get(attribute, -1) % max(rank, 1)
             reduced = range(axis, rank) if node.op_type == "LayerNormalization" else [axis]
-            if any(set(in_specs[0][d]) & live for d in reduced):
+            if any(set(in_specs[0].dims[d]) & live for d in reduced):
                 kinds.add("all-reduce")
         labelled = [name for name in node.inputs if name]
         for tensor, wanted in zip(labelled, in_specs, strict=False):
             source = made.get(tensor)
-            if source is not None and len(source) == len(wanted):
+            if source is not None and source.rank == wanted.rank:
                 kinds |= _resharding(source, wanted, live)
         for tensor, spec in zip(node.outputs, out_specs, strict=False):
             if tensor:
@@ -91,13 +83,10 @@ def predicted_collectives(
     return kinds
 
 
-def _resharding(
-    source: tuple[tuple[int, ...], ...], target: tuple[tuple[int, ...], ...], live: set[int]
-) -> set[str]:
+def _resharding(source: ShardingSpec, target: ShardingSpec, live: set[int]) -> set[str]:
     kinds: set[str] = set()
     for axis in live:
-        before = next((d for d, axes in enumerate(source) if axis in axes), None)
-        after = next((d for d, axes in enumerate(target) if axis in axes), None)
+        before, after = source.dim_of_axis(axis), target.dim_of_axis(axis)
         if before is None or before == after:
             continue
         kinds.add("all-gather" if after is None else "all-to-all")

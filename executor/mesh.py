@@ -1,7 +1,8 @@
 """Plan specs and devices -> JAX meshes and shardings.
 
 A stage's logical mesh (n0, n1) becomes a `jax.sharding.Mesh` with axis names `("x", "y")`:
-mesh axis 0 is `"x"`, axis 1 is `"y"`. A spec string has one token per tensor dimension:
+mesh axis 0 is `"x"`, axis 1 is `"y"`. A spec (`plans.specs.ShardingSpec`) has one entry per
+tensor dimension:
 
     R -> None (replicated)    S0 -> "x"    S1 -> "y"    S01 -> ("x", "y")  (axis 0 major)
 
@@ -20,31 +21,16 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from plans.specs import parse_spec as plans_parse_spec
+from plans.specs import ShardingSpec
 
 AXIS_NAMES = ("x", "y")
 
 
-def parse_spec(text: str) -> tuple[tuple[int, ...], ...]:
-    """`S1RR` -> ((1,), (), ()): per dimension, the mesh axes it is split over."""
-    dims = plans_parse_spec(text)
-    used = [axis for axes in dims for axis in axes]
-    if len(used) != len(set(used)):
-        raise ValueError(f"expected each mesh axis at most once in a spec, found {text!r}")
-    return dims
-
-
-def partition_spec(text: str) -> PartitionSpec:
-    return partition_spec_of(parse_spec(text))
-
-
-def partition_spec_of(
-    dims: Sequence[tuple[int, ...]], leading: tuple[int, ...] = ()
-) -> PartitionSpec:
-    """Per dimension the mesh axes splitting it -> a PartitionSpec; `leading` adds a first
-    dimension split over those axes (the replica dimension of `executor/replicas.py`)."""
+def partition_spec(spec: ShardingSpec, leading: tuple[int, ...] = ()) -> PartitionSpec:
+    """A plan spec -> a PartitionSpec; `leading` adds a first dimension split over those axes
+    (the replica dimension of `executor/replicas.py`)."""
     entries: list[Any] = []
-    for axes in ([leading] if leading else []) + list(dims):
+    for axes in ([leading] if leading else []) + list(spec.dims):
         if not axes:
             entries.append(None)
         elif len(axes) == 1:
@@ -52,14 +38,6 @@ def partition_spec_of(
         else:
             entries.append(tuple(AXIS_NAMES[axis] for axis in axes))
     return PartitionSpec(*entries)
-
-
-def shard_counts(text: str, mesh_shape: tuple[int, int]) -> tuple[int, ...]:
-    """How many pieces each dimension is cut into."""
-    return tuple(
-        int(np.prod([mesh_shape[axis] for axis in axes])) if axes else 1
-        for axes in parse_spec(text)
-    )
 
 
 def device_of(host: int, gpu: int, gpus_per_host: int) -> jax.Device:
@@ -88,6 +66,6 @@ def stage_mesh(
     return Mesh(grid.reshape(logical_mesh), AXIS_NAMES)
 
 
-def named(mesh: Mesh, spec: str | None) -> NamedSharding:
+def named(mesh: Mesh, spec: ShardingSpec | None) -> NamedSharding:
     """The sharding of a tensor with this spec (replicated when the plan gives none)."""
     return NamedSharding(mesh, PartitionSpec() if spec is None else partition_spec(spec))

@@ -14,7 +14,7 @@ mesh axes D (and D is used for nothing else) runs as `jax.vmap` over `n_D` repli
   the partial sums left where they were made;
 - the copies' gradients accumulate over the microbatches on the devices that made them, and
   the iteration ends with one sum over the replica dimension: one all-reduce over D (a
-  reduce-scatter for a ZeRO parameter, see `zero_storage_dims`).
+  reduce-scatter for a ZeRO parameter, see `zero_storage_spec`).
 
 `vmap` is exact whatever the plan, so the values are those of the unsplit stage; the plan only
 decides whether the layout is free. D is every live mesh axis that, in the plan's specs for the
@@ -44,11 +44,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from executor.mesh import parse_spec
 from executor.stages import StageProgram
+from plans.specs import ShardingSpec
 
 Array = Any
-Dims = tuple[tuple[int, ...], ...]  # per tensor dimension, the mesh axes splitting it
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class ReplicaLayout:
     axes: tuple[int, ...]  # mesh axes D the replicas are split over, ascending
     count: int  # n_D: replicas
     batch_dims: Mapping[str, int]  # boundary tensor -> its batch dimension
-    inner_specs: Mapping[str, Dims]  # tensor -> the plan's spec with D taken out
+    inner_specs: Mapping[str, ShardingSpec]  # tensor -> the plan's spec with D taken out
 
     def split(self, value: Array, name: str) -> Array:
         """(.., B, ..) -> (n_D, .., B / n_D, ..): samples of replica r are the r-th block."""
@@ -134,7 +133,7 @@ def replica_layout(
     if not live:
         return None, "one device: nothing to sum"
     touched = {name for node in program.nodes for name in (*node.inputs, *node.outputs) if name}
-    specs = {name: parse_spec(text) for name, text in program.specs.items() if name in touched}
+    specs = {name: spec for name, spec in program.specs.items() if name in touched}
     data = data_tensors(program, static)
     boundary = [*program.inputs, *program.outputs]
     for name in boundary:
@@ -151,7 +150,7 @@ def replica_layout(
     if not axes:
         return None, "; ".join(reasons)
     count = math.prod(program.logical_mesh[axis] for axis in axes)
-    inner = {name: _without(parse_spec(text), set(axes)) for name, text in program.specs.items()}
+    inner = {name: spec.without_axes(set(axes)) for name, spec in program.specs.items()}
     layout = ReplicaLayout(
         axes=tuple(axes),
         count=count,
@@ -165,16 +164,15 @@ def replica_layout(
 
 def _disqualified(
     axis: int,
-    specs: Mapping[str, Dims],
+    specs: Mapping[str, ShardingSpec],
     data: set[str],
     shapes: Mapping[str, tuple[int, ...]],
     batch_dim: Mapping[str, int | None],
 ) -> str:
     for name in sorted(specs):
-        dims = specs[name]
         if name not in shapes:
             continue  # static: embedded, never sharded
-        on = [d for d, axes in enumerate(dims) if axis in axes]
+        on = [d for d, axes in enumerate(specs[name].dims) if axis in axes]
         if name not in data:
             if on:
                 return f"it splits {name!r}, which does not depend on the stage's inputs"
@@ -191,21 +189,19 @@ def _disqualified(
     return ""
 
 
-def _without(dims: Dims, axes: set[int]) -> Dims:
-    return tuple(tuple(axis for axis in entry if axis not in axes) for entry in dims)
-
-
-def zero_storage_dims(
-    dims: Dims, shape: tuple[int, ...], logical_mesh: tuple[int, int]
-) -> Dims | None:
+def zero_storage_spec(
+    spec: ShardingSpec, shape: tuple[int, ...], logical_mesh: tuple[int, int]
+) -> ShardingSpec | None:
     """A ZeRO parameter's at-rest sharding: its spec plus every live mesh axis it is replicated
     over, on the first whole dimension they divide (None: no dimension can take them)."""
-    used = {axis for entry in dims for axis in entry}
-    free = tuple(axis for axis, size in enumerate(logical_mesh) if size > 1 and axis not in used)
+    free = tuple(
+        axis for axis, size in enumerate(logical_mesh) if size > 1 and axis not in spec.axes
+    )
     if not free:
         return None
     ways = math.prod(logical_mesh[axis] for axis in free)
+    dims = spec.dims
     for d, (entry, size) in enumerate(zip(dims, shape, strict=True)):
         if not entry and size % ways == 0:
-            return (*dims[:d], free, *dims[d + 1 :])
+            return ShardingSpec((*dims[:d], free, *dims[d + 1 :]))
     return None

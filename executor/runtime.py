@@ -43,20 +43,20 @@ from jax.sharding import Mesh, NamedSharding
 from executor import train
 from executor.collectives import compiled_collectives, predicted_collectives
 from executor.graph_fn import Analysis, analyse, evaluate, input_shapes
-from executor.mesh import named, parse_spec, partition_spec_of, shard_counts, stage_mesh
+from executor.mesh import named, partition_spec, stage_mesh
 from executor.onnx_model import OnnxModel, seeded_weights
 from executor.pipeline import schedule_tasks
 from executor.replicas import (
-    Dims,
     GradientSync,
     ReplicaLayout,
     batch_dims,
     replica_layout,
-    zero_storage_dims,
+    zero_storage_spec,
 )
 from executor.stages import ModelFacts, StageProgram, bind_plan, facts_from_model
 from plans.errors import InputError
 from plans.plan import Plan
+from plans.specs import ShardingSpec
 
 Array = Any
 Tree = dict[str, Array]
@@ -205,13 +205,12 @@ class PlanRuntime:
         if name not in self.zero or self.owner[name] != stage:
             return None
         program = self.programs[stage]
-        spec = program.specs.get(name)
         shape = tuple(self.analysis.shapes[name].shape)
-        dims: Dims = parse_spec(spec) if spec is not None else tuple(() for _ in shape)
-        stored = zero_storage_dims(dims, shape, program.logical_mesh)
+        spec = program.specs.get(name) or ShardingSpec.replicated(len(shape))
+        stored = zero_storage_spec(spec, shape, program.logical_mesh)
         if stored is None:
             return None
-        return NamedSharding(self.meshes[stage], partition_spec_of(stored))
+        return NamedSharding(self.meshes[stage], partition_spec(stored))
 
     def parameter_sharding(self, name: str, stage: int) -> NamedSharding:
         """Where a parameter's weights live between steps: its plan spec, or sharded (zero3)."""
@@ -229,16 +228,14 @@ class PlanRuntime:
         target = target or self.sharding(name, stage)
         spec = self.programs[stage].specs.get(name)
         shape = np.shape(value)
-        if spec is not None:
-            counts = shard_counts(spec, self.programs[stage].logical_mesh)
-            if any(size % count for size, count in zip(shape, counts, strict=False)):
-                raise InputError(
-                    self.plan_source,
-                    f"stages[{stage}].shardings.{name}",
-                    f"a spec that divides the tensor's shape {list(shape)} on mesh "
-                    f"{self.programs[stage].logical_mesh}",
-                    repr(spec),
-                )
+        if spec is not None and not spec.divides(shape, self.programs[stage].logical_mesh):
+            raise InputError(
+                self.plan_source,
+                f"stages[{stage}].shardings.{name}",
+                f"a spec that divides the tensor's shape {list(shape)} on mesh "
+                f"{self.programs[stage].logical_mesh}",
+                repr(str(spec)),
+            )
         if isinstance(value, jax.Array):
             return jax.device_put(value, target)
         host = np.asarray(value)
@@ -249,16 +246,16 @@ class PlanRuntime:
     def _forward(
         self,
         program: StageProgram,
-        specs: Mapping[str, Dims] | None = None,
+        specs: Mapping[str, ShardingSpec] | None = None,
         static: Mapping[str, np.ndarray] | None = None,
     ) -> Callable[[Tree, Tree], Tree]:
         """The stage as a function of its parameters and inputs, every tensor constrained to
         its spec: the plan's, or `specs` (a replica's, with `static` traced at its size)."""
         mesh = self.meshes[program.index]
         if specs is None:
-            specs = {name: parse_spec(spec) for name, spec in program.specs.items()}
+            specs = program.specs
         shardings = {
-            name: NamedSharding(mesh, partition_spec_of(dims)) for name, dims in specs.items()
+            name: NamedSharding(mesh, partition_spec(spec)) for name, spec in specs.items()
         }
         static = self.analysis.static if static is None else static
         read = {name for node in program.nodes for name in node.inputs if name in static}
@@ -544,10 +541,9 @@ class _Training:
                 copies = {
                     name: NamedSharding(
                         mesh,
-                        partition_spec_of(
-                            parse_spec(program.specs[name])
-                            if name in program.specs
-                            else tuple(() for _ in runtime.analysis.shapes[name].shape),
+                        partition_spec(
+                            program.specs.get(name)
+                            or ShardingSpec.replicated(len(runtime.analysis.shapes[name].shape)),
                             leading=layout.axes,
                         ),
                     )

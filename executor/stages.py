@@ -19,16 +19,15 @@ stages read and the graph outputs it produces.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from executor.graph_fn import Analysis
-from executor.mesh import parse_spec
 from executor.onnx_model import Node, OnnxModel
 from plans.errors import InputError
 from plans.plan import Plan
+from plans.specs import ShardingSpec
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class StageProgram:
     parameters: tuple[str, ...]  # trainable weights the nodes read
     inputs: tuple[str, ...]  # graph inputs and earlier stages' tensors the nodes read
     outputs: tuple[str, ...]  # tensors later stages read, and graph outputs made here
-    specs: Mapping[str, str] = field(default_factory=dict)  # tensor -> the plan's spec
+    specs: Mapping[str, ShardingSpec] = field(default_factory=dict)  # tensor -> the plan's spec
     logical_mesh: tuple[int, int] = (1, 1)
     devices: tuple[tuple[int, int], ...] = ((0, 0),)
 
@@ -153,7 +152,9 @@ def bind_plan(
             if name and (name in later or name in model.outputs)
         ]
         mesh = (int(stage.logical_mesh[0]), int(stage.logical_mesh[1]))
-        _check_specs(stage.index, stage.shardings, mesh, analysis, plan_source, model.source)
+        specs = _checked_specs(
+            stage.index, stage.shardings, mesh, analysis, plan_source, model.source
+        )
         _check_devices(plan, stage.index, plan_source)
         result.append(
             StageProgram(
@@ -162,7 +163,7 @@ def bind_plan(
                 parameters=tuple(name for name in dict.fromkeys(read) if name in model.parameters),
                 inputs=tuple(inputs),
                 outputs=tuple(dict.fromkeys(outputs)),
-                specs=MappingProxyType(dict(stage.shardings)),
+                specs=MappingProxyType(specs),
                 logical_mesh=(int(stage.logical_mesh[0]), int(stage.logical_mesh[1])),
                 devices=tuple((int(h), int(g)) for h, g in stage.devices),
             )
@@ -225,20 +226,23 @@ def _check_order(
                 )
 
 
-def _check_specs(
+def _checked_specs(
     index: int,
     specs: Mapping[str, str],
     logical_mesh: tuple[int, int],
     analysis: Analysis,
     plan_source: str,
     model_source: str,
-) -> None:
+) -> dict[str, ShardingSpec]:
+    """The stage's specs, parsed, once each names a tensor of the model and divides it."""
+    parsed: dict[str, ShardingSpec] = {}
     for name, text in specs.items():
         where = f"stages[{index}].shardings.{name}"
         try:
-            dims = parse_spec(text)
+            spec = ShardingSpec.parse(text)
         except ValueError as error:
             raise InputError(plan_source, where, "a spec such as 'S0R'", repr(text)) from error
+        parsed[name] = spec
         if name in analysis.static:
             continue
         shape = analysis.shapes.get(name)
@@ -246,15 +250,14 @@ def _check_specs(
             raise InputError(
                 plan_source, where, f"a tensor of {model_source}", f"{name!r}, which it lacks"
             )
-        if len(dims) != len(shape.shape):
+        if spec.rank != len(shape.shape):
             raise InputError(
                 plan_source,
                 where,
                 f"a spec of rank {len(shape.shape)} (the tensor is {list(shape.shape)})",
                 repr(text),
             )
-        ways = [math.prod(logical_mesh[axis] for axis in axes) for axes in dims]
-        if any(size % count for size, count in zip(shape.shape, ways, strict=True)):
+        if not spec.divides(tuple(shape.shape), logical_mesh):
             raise InputError(
                 plan_source,
                 where,
@@ -262,6 +265,7 @@ def _check_specs(
                 f"logical mesh {logical_mesh[0]}x{logical_mesh[1]}",
                 repr(text),
             )
+    return parsed
 
 
 def _check_devices(plan: Plan, index: int, plan_source: str) -> None:

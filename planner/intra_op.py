@@ -35,8 +35,8 @@ from planner.intra_op_ilp import (
 from planner.notation import notation_of
 from planner.reshard import ReshardRules, reshard_s
 from planner.saved_tensors import saved_for_backward
-from planner.sharding import ShardingSpec
 from planner.strategies import CostContext, Strategy, StrategyOptions, op_strategies
+from plans.specs import ShardingSpec
 
 
 @dataclass(frozen=True)

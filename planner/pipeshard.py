@@ -25,11 +25,11 @@ from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.options import PlanOptions
 from planner.saved_tensors import charged_to, saved_for_backward
-from planner.sharding import ShardingSpec
 from planner.stage_costs import RangePlan, StageCostTable, mesh_shapes, submesh_shapes
 from planner.strategies import Strategy
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
+from plans.specs import ShardingSpec
 
 # When --microbatches is not given, the counts searched are the divisors of the batch, each a
 # full cost table, coarse to fine (`microbatch_search`): first the powers of four that divide

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cost_models.collectives import all_gather_s, all_to_all_s
 from cost_models.mesh import LogicalMesh
-from planner.sharding import ShardingSpec
+from plans.specs import ShardingSpec
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,6 @@ class ReshardRules:
 
     allow_all_to_all: bool = True  # else Si -> Sj is an all-gather followed by a slice
     allow_all_gather: bool = True  # else a resharding that needs an all-gather is forbidden
-
-
-def _dim_of_axis(spec: ShardingSpec, axis: int) -> int | None:
-    for dim, axes in enumerate(spec.dims):
-        if axis in axes:
-            return dim
-    return None
 
 
 def _local_bytes(
@@ -62,7 +55,7 @@ def _one_way_s(
     for axis, mesh_axis in enumerate(mesh.axes):
         if mesh_axis.size == 1:
             continue
-        from_dim, to_dim = _dim_of_axis(source, axis), _dim_of_axis(target, axis)
+        from_dim, to_dim = source.dim_of_axis(axis), target.dim_of_axis(axis)
         if from_dim == to_dim or from_dim is None:
             continue  # unchanged, or a free slice
         gathered = source_bytes * mesh_axis.size

@@ -40,8 +40,8 @@ from planner.intra_op import IntraOpSettings, StageSharding, owned_parameters, p
 from planner.intra_op_ilp import MemoryInfeasible
 from planner.layers import LayerSlice, layer_fingerprint
 from planner.reshard import reshard_s
-from planner.sharding import ShardingSpec
 from planner.strategies import Strategy
+from plans.specs import ShardingSpec
 
 # Memory levels per layer and mesh after the unlimited plan: budgets at these fractions of the
 # way from the least memory the layer can reach to what the unlimited plan uses.

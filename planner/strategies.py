@@ -53,7 +53,7 @@ from planner.graph import Op, Tensor, TensorKind, op_traffic_bytes
 from planner.notation import Notation
 from planner.op_flops import op_flops
 from planner.saved_tensors import charged_to
-from planner.sharding import ShardingSpec
+from plans.specs import ShardingSpec, strategy_name
 
 ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
 
@@ -327,7 +327,7 @@ def _priced(
         activation_bytes = sum(local[name].size_bytes for name in charged_to(op, saved, tensors))
     elements = sum(piece.elements for piece in parameters)
     plain = Strategy(
-        name=_name(input_specs, output_specs),
+        name=strategy_name(input_specs, output_specs),
         input_specs=input_specs,
         output_specs=output_specs,
         forward_s=forward_s,
@@ -418,12 +418,3 @@ def _with_parameter_state(
     if zero != "zero2":
         variants.append(zero3)
     return variants
-
-
-def _name(
-    input_specs: Sequence[ShardingSpec | None], output_specs: Sequence[ShardingSpec | None]
-) -> str:
-    """Alpa's style: 'OUT = IN0 x IN1' (specs of the labelled tensors)."""
-    outs = " ".join(str(spec) or "-" for spec in output_specs if spec is not None) or "-"
-    ins = " x ".join(str(spec) or "-" for spec in input_specs if spec is not None) or "-"
-    return f"{outs} = {ins}"

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from plans.plan import Plan
-from plans.specs import parse_spec, split_ways
+from plans.specs import ShardingSpec
 
 _LISTED_DEVICES = 8  # unused devices named in the one line that reports them
 
@@ -180,16 +180,13 @@ def _spec_problem(
     if shape is None:
         return "not in the model"
     try:
-        dims = parse_spec(spec)
+        parsed = ShardingSpec.parse(spec)
     except ValueError as error:
         return str(error)
-    axes = [axis for dim in dims for axis in dim]
-    if len(axes) != len(set(axes)):
-        return f"spec {spec} splits over a mesh axis twice"
-    if len(dims) != len(shape):
-        return f"spec {spec} has {len(dims)} dimensions, the tensor {len(shape)}"
-    for dim, (extent, split) in enumerate(zip(shape, dims, strict=True)):
-        ways = split_ways(split, logical_mesh)
+    if parsed.rank != len(shape):
+        return f"spec {spec} has {parsed.rank} dimensions, the tensor {len(shape)}"
+    for dim, extent in enumerate(shape):
+        ways = parsed.shard_count(dim, logical_mesh)
         if extent % ways:
             mesh = f"{logical_mesh[0]}x{logical_mesh[1]}"
             return f"dimension {dim} of size {extent} does not split {ways} ways ({spec} on {mesh})"

@@ -462,7 +462,12 @@ def test_replica_r_holds_the_r_th_block_of_the_batch_and_join_undoes_split(
 
 
 def test_batch_dims_and_zero_storage_by_hand() -> None:
-    from executor.replicas import batch_dims, zero_storage_dims
+    from executor.replicas import batch_dims, zero_storage_spec
+    from plans.specs import ShardingSpec
+
+    def stored(text: str, shape: tuple[int, ...]) -> str | None:
+        spec = zero_storage_spec(ShardingSpec.parse(text), shape, (2, 4))
+        return None if spec is None else str(spec)
 
     found = batch_dims(
         {"x": (4, 16), "merged": (64, 8), "w": (16, 16), "odd": (4, 4)},
@@ -470,11 +475,11 @@ def test_batch_dims_and_zero_storage_by_hand() -> None:
     )
     assert found == {"x": 0, "merged": 0, "w": None, "odd": None}
     # A weight split RS1 on a 2x4 mesh is replicated over axis 0: ZeRO puts it on dimension 0.
-    assert zero_storage_dims(((), (1,)), (6, 8), (2, 4)) == ((0,), (1,))
+    assert stored("RS1", (6, 8)) == "S0S1"
     # Replicated over both axes: both on the first dimension they divide (8 ways), here the 2nd.
-    assert zero_storage_dims(((), ()), (6, 16), (2, 4)) == ((), (0, 1))
-    assert zero_storage_dims(((), ()), (3, 5), (2, 4)) is None  # nothing divides
-    assert zero_storage_dims(((0,), (1,)), (6, 8), (2, 4)) is None  # split over every axis
+    assert stored("RR", (6, 16)) == "RS01"
+    assert stored("RR", (3, 5)) is None  # nothing divides
+    assert stored("S0S1", (6, 8)) is None  # split over every axis
 
 
 def _as_zero(plan: Plan, mode: str) -> Plan:

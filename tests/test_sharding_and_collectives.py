@@ -14,7 +14,7 @@ from cost_models.collectives import (
     reduce_scatter_s,
 )
 from cost_models.mesh import MeshAxis
-from planner.sharding import ShardingSpec
+from plans.specs import ShardingSpec
 
 AXIS = MeshAxis(size=4, alpha_s=1e-5, beta_s_per_byte=1e-9, crosses_hosts=False)
 

@@ -23,9 +23,10 @@ from planner.inter_op import best_pipeline
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice
+from planner.mesh_shapes import logical_shapes, submesh_shapes
 from planner.options import PlanOptions
 from planner.saved_tensors import charged_to, saved_for_backward
-from planner.stage_costs import RangePlan, StageCostTable, mesh_shapes, submesh_shapes
+from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Layer, Stage, StageMemory, StageTime, Transfer, frozen_map
@@ -248,7 +249,7 @@ def exact_one_stage(
     ops = graph.ops[table.layers[0].start : table.layers[last].stop]
     best: PipelineChoice | None = None
     composed = table.range_plans(0, last, whole)
-    for shape in mesh_shapes(whole, cluster.gpus_per_host):
+    for shape in logical_shapes(whole, cluster.gpus_per_host):
         plans = [plan for plan in composed if plan.mesh.shape == shape]
         if not plans:
             continue
@@ -350,7 +351,7 @@ def polish_stages(
         holds = in_flight(index, len(choice.stages), microbatches, schedule)
         stage_settings = replace(settings, in_flight=holds)
         composed = choice.table.range_plans(plan.first, plan.last, plan.submesh)
-        shapes = mesh_shapes(plan.submesh, cluster.gpus_per_host)
+        shapes = logical_shapes(plan.submesh, cluster.gpus_per_host)
         for shape in (plan.mesh.shape, *(s for s in shapes if s != plan.mesh.shape)):
             cutoff = microbatches * (times[index] - plan.transfer_s) + syncs[index]
             mesh = plan.mesh

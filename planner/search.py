@@ -7,8 +7,8 @@ Two searches:
 - "pipeshard" (the default, Alpa's PipeshardParallel): layers cut into pipeline stages on
   submeshes by the inter-op DP, each stage sharded by the intra-op ILP (`planner/pipeshard.py`);
 - "intra-only" (Alpa's ShardParallel): the whole model as one stage on the whole cluster,
-  viewed as every logical mesh shape (n0, n1) with n0 x n1 = devices, each solved by the
-  intra-op ILP; the cheapest shape wins.
+  viewed as each logical mesh shape of the search's space (`planner/mesh_shapes.py`), each
+  solved by the intra-op ILP; the cheapest shape wins.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import cluster_layers
 from planner.liveness import live_activation_peak_bytes
+from planner.mesh_shapes import logical_shapes, submesh_shapes, whole_cluster
 from planner.notation import notation_of
 from planner.options import PlanOptions
 from planner.pipeshard import (
@@ -37,7 +38,6 @@ from planner.pipeshard import (
     search_pipelines,
     stage_from_sharding,
 )
-from planner.stage_costs import submesh_shapes
 from plans.errors import InfeasibleError, InputError
 from plans.plan import (
     ClusterInfo,
@@ -58,18 +58,6 @@ from plans.plan import (
 # The usual convention for model FLOP utilisation (Narayanan et al., SC'21, "Efficient
 # Large-Scale Language Model Training on GPU Clusters Using Megatron-LM", appendix).
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3.0
-
-
-def logical_shapes(devices: int) -> tuple[tuple[int, int], ...]:
-    """Every 2-D shape of `devices` devices, (1, n) first."""
-    return tuple((n0, devices // n0) for n0 in range(1, devices + 1) if devices % n0 == 0)
-
-
-def mesh_search_order(cluster: Cluster) -> tuple[tuple[int, int], ...]:
-    """The physical shape (hosts, GPUs per host) first, usually the best: its cost becomes the
-    cutoff that prunes the other shapes quickly. Then the rest, (1, n) first."""
-    physical = (cluster.hosts, cluster.gpus_per_host)
-    return (physical, *(s for s in logical_shapes(cluster.num_devices) if s != physical))
 
 
 @dataclass(frozen=True)
@@ -204,8 +192,9 @@ def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Pla
     settings = intra_op_settings(options, cluster)
     attempts: list[MeshAttempt] = []
     best_s = math.inf
-    for shape in mesh_search_order(cluster):
-        mesh = logical_mesh(cluster, (cluster.hosts, cluster.gpus_per_host), shape)
+    whole = whole_cluster(cluster)
+    for shape in logical_shapes(whole, cluster.gpus_per_host):
+        mesh = logical_mesh(cluster, whole, shape)
         try:
             sharding = solve_stage(typed.ops, tensors, mesh, cluster.gpu, settings, best_s)
         except MemoryInfeasible as error:

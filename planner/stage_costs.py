@@ -26,10 +26,8 @@ intra-host link; the transfer is spread over the receiving stage's devices.
 from __future__ import annotations
 
 import math
-import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
@@ -39,8 +37,10 @@ from planner.inter_op import Candidate
 from planner.intra_op import IntraOpSettings, StageSharding, owned_parameters, prepare_stage
 from planner.intra_op_ilp import MemoryInfeasible
 from planner.layers import LayerSlice, layer_fingerprint
+from planner.mesh_shapes import logical_shapes
 from planner.reshard import reshard_s
 from planner.strategies import Strategy
+from planner.workers import run_tasks
 from plans.specs import ShardingSpec
 
 # Memory levels per layer and mesh after the unlimited plan: budgets at these fractions of the
@@ -49,40 +49,8 @@ LEVEL_FRACTIONS = (0.25, 0.0)
 # A logical shape this many times slower than the best shape of its submesh (for the whole
 # model, without a memory limit) is not refined into tighter memory levels.
 SHAPE_PRUNE_FACTOR = 2.0
-T = TypeVar("T")
 # More microbatches in flight than this count as "any number" (the pipeline never needs more).
 UNLIMITED_IN_FLIGHT = 1 << 20
-
-
-def submesh_shapes(cluster: Cluster, space: str = "power-of-two") -> tuple[tuple[int, int], ...]:
-    """Alpa's submeshes: (1, m) inside a host (m a power of two, or every m with 'all') and
-    (h, gpus per host) for whole hosts."""
-    gpus = cluster.gpus_per_host
-    if space == "all":
-        inside = [m for m in range(1, gpus + 1) if gpus % m == 0]
-    else:
-        inside = [
-            1 << k for k in range(gpus.bit_length()) if (1 << k) <= gpus and gpus % (1 << k) == 0
-        ]
-    shapes = [(1, m) for m in inside if m < gpus]
-    shapes += [(h, gpus) for h in range(1, cluster.hosts + 1)]
-    return tuple(shapes)
-
-
-def mesh_shapes(submesh: tuple[int, int], gpus_per_host: int) -> tuple[tuple[int, int], ...]:
-    """The logical shapes of a submesh: (hosts, gpus) first, then every other 2-D shape whose
-    fast axis (axis 1) stays inside a host (it divides the GPUs of a host): a fast axis that
-    crossed hosts would put the slow link on both axes. Inside one host both axes ride the
-    same links, so (a, b) and (b, a) cost the same: only a <= b is kept."""
-    devices = submesh[0] * submesh[1]
-    others = [
-        (n, devices // n)
-        for n in range(1, devices + 1)
-        if devices % n == 0
-        and gpus_per_host % (devices // n) == 0
-        and (submesh[0] > 1 or n <= devices // n)
-    ]
-    return (submesh, *(shape for shape in others if shape != submesh))
 
 
 def solve_layer_on_submesh(
@@ -97,7 +65,7 @@ def solve_layer_on_submesh(
     for the shapes in `refine` by plans under tighter budgets (`LEVEL_FRACTIONS`)."""
     unlimited = replace(settings, memory_budget_bytes=math.inf, in_flight=1)
     result: dict[tuple[int, int], list[LayerPlan]] = {}
-    for shape in mesh_shapes(submesh, cluster.gpus_per_host):
+    for shape in logical_shapes(submesh, cluster.gpus_per_host):
         mesh = logical_mesh(cluster, submesh, shape)
         prepared = prepare_stage(ops, tensors, mesh, cluster.gpu, unlimited)
         try:
@@ -119,40 +87,6 @@ def solve_layer_on_submesh(
                     )
         result[shape] = plans
     return result
-
-
-def run_tasks(
-    tasks: Sequence[tuple[Callable[..., T], tuple[object, ...]]],
-    jobs: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[T]:
-    """`function(*args)` for each task, results in task order, `jobs` processes at a time.
-
-    Worker processes come from a fork server (a clean process, safe even when the caller has
-    started threads, as JAX does); tasks and results travel pickled."""
-    if progress is not None:
-        progress(0, len(tasks))
-    if jobs <= 1 or len(tasks) <= 1:
-        results = []
-        for done, (function, args) in enumerate(tasks, start=1):
-            results.append(function(*args))
-            if progress is not None:
-                progress(done, len(tasks))
-        return results
-    context = multiprocessing.get_context("forkserver")
-    results_by_index: dict[int, T] = {}
-    with context.Pool(min(jobs, len(tasks))) as pool:
-        indexed = [(index, function, args) for index, (function, args) in enumerate(tasks)]
-        for done, (index, result) in enumerate(pool.imap_unordered(_run_task, indexed), start=1):
-            results_by_index[index] = result
-            if progress is not None:
-                progress(done, len(tasks))
-    return [results_by_index[index] for index in range(len(tasks))]
-
-
-def _run_task(task: tuple[int, Callable[..., T], tuple[object, ...]]) -> tuple[int, T]:
-    index, function, args = task
-    return index, function(*args)
 
 
 @dataclass(frozen=True)
@@ -300,7 +234,7 @@ class StageCostTable:
         """The logical shapes of `submesh` worth tighter memory levels."""
         fastest = math.inf
         needs: dict[tuple[int, int], tuple[float, float]] = {}
-        for shape in mesh_shapes(submesh, self.cluster.gpus_per_host):
+        for shape in logical_shapes(submesh, self.cluster.gpus_per_host):
             firsts = [self.layer_plans(k, submesh, shape)[:1] for k in range(len(self.layers))]
             if not all(firsts):
                 continue
@@ -416,7 +350,7 @@ class StageCostTable:
         incoming = sum(self._pair_bytes[(a, b)] for (a, b) in self._cross if a < first <= b <= last)
         transfer = self._transfer_s(incoming, submesh)
         found = []
-        for shape in mesh_shapes(submesh, self.cluster.gpus_per_host):
+        for shape in logical_shapes(submesh, self.cluster.gpus_per_host):
             for level, table in enumerate(self._level_tables(submesh, shape)):
                 layers = table.layers[first : last + 1]
                 resharding = sum(

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from cost_models.cluster_yaml import load_cluster  # noqa: E402
 from cost_models.mesh import logical_mesh  # noqa: E402
-from planner.graph import Graph, split_batch  # noqa: E402
+from planner.graph import Graph, Subgraph, split_batch  # noqa: E402
 from planner.intra_op import IntraOpSettings, solve_stage  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
 from planner.options import PlanOptions  # noqa: E402
@@ -65,7 +65,7 @@ def ilp_rows(graph: Graph, ops_label: str, ops: list, microbatch: int) -> list[s
             "float16", "adam", True, 1, 1, 0.9 * cluster.gpu.memory_bytes, time_limit_s=60
         )
         started = time.perf_counter()
-        stage = solve_stage(typed_ops, tensors, mesh, cluster.gpu, settings)
+        stage = solve_stage(Subgraph(tuple(typed_ops), tensors), mesh, cluster.gpu, settings)
         seconds = time.perf_counter() - started
         solution = stage.solution
         rows.append(

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from cost_models.mesh import logical_mesh
-from planner.graph import Graph, Op, split_batch
+from planner.graph import Graph, Op, Subgraph, split_batch
 from planner.intra_op import PreparedStage, StageSharding, prepare_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
-from planner.layers import LayerSlice, cluster_layers, layer_fingerprint, scoped_units
+from planner.layers import LayerSlice, cluster_layers, scoped_units
 from planner.options import PlanOptions
 from planner.pipeshard import (
     build_transfers,
@@ -137,7 +137,7 @@ class BaselineContext:
         Raises `CutoffExceeded` when it costs more than `cutoff_s` per iteration."""
         ops = self.ops(spec)
         tensors = split_batch(self.typed.tensors, microbatches)
-        fingerprint = layer_fingerprint(ops, tensors)
+        fingerprint = Subgraph(ops, tensors).fingerprint
         key = (fingerprint, spec.submesh, spec.mesh_shape, microbatches, holds, strategy)
         cached = self._solved.get(key)
         if isinstance(cached, float):  # exceeded that cutoff before: any lower one too
@@ -173,18 +173,13 @@ class BaselineContext:
             options = replace(self.options, microbatches=microbatches, strategy=strategy)
             settings = intra_op_settings(options, self.cluster, in_flight=holds)
             mesh = logical_mesh(self.cluster, spec.submesh, spec.mesh_shape)
-            self._prepared[key] = prepare_stage(
-                ops,
-                split_batch(self.typed.tensors, microbatches),
-                mesh,
-                self.cluster.gpu,
-                settings,
-            )
+            stage = Subgraph(ops, split_batch(self.typed.tensors, microbatches))
+            self._prepared[key] = prepare_stage(stage, mesh, self.cluster.gpu, settings)
         return self._prepared[key]
 
     def _source_ops(self, key: tuple[object, ...], ops: tuple[Op, ...]) -> Sequence[Op]:
         prepared = self._prepared.get(key)
-        return prepared.ops if prepared is not None else ops
+        return prepared.stage.ops if prepared is not None else ops
 
 
 def _renamed(

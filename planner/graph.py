@@ -14,6 +14,8 @@ from enum import StrEnum
 from functools import cached_property
 from types import MappingProxyType
 
+from plans.specs import ShardingSpec
+
 # Bytes per element of the ONNX element types the planner understands.
 DTYPE_SIZE_BYTES: Mapping[str, int] = MappingProxyType(
     {
@@ -77,6 +79,10 @@ class Tensor:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    def local(self, spec: ShardingSpec, mesh_shape: tuple[int, int]) -> Tensor:
+        """One device's piece of the tensor when it is sharded by `spec` on `mesh_shape`."""
+        return replace(self, shape=spec.local_shape(self.shape, mesh_shape))
+
 
 @dataclass(frozen=True)
 class Op:
@@ -127,15 +133,17 @@ class Graph:
 
     @cached_property
     def producer(self) -> Mapping[str, Op]:
-        return MappingProxyType({out: op for op in self.ops for out in op.outputs if out})
+        return producers(self.ops)
 
     @cached_property
     def consumers(self) -> Mapping[str, tuple[Op, ...]]:
-        found: dict[str, list[Op]] = {}
-        for op in self.ops:
-            for name in dict.fromkeys(op.present_inputs):
-                found.setdefault(name, []).append(op)
-        return MappingProxyType({name: tuple(ops) for name, ops in found.items()})
+        return consumers(self.ops)
+
+    def subgraph(
+        self, start: int = 0, stop: int | None = None, tensors: Mapping[str, Tensor] | None = None
+    ) -> Subgraph:
+        """ops[start:stop] with `tensors` (default: the graph's, at the global batch)."""
+        return Subgraph(self.ops[start:stop], self.tensors if tensors is None else tensors)
 
     @property
     def parameters(self) -> tuple[Tensor, ...]:
@@ -177,6 +185,117 @@ class Graph:
             name: replace(t, dtype=dtype) if t.is_float else t for name, t in self.tensors.items()
         }
         return recount(replace(self, tensors=tensors))
+
+
+@dataclass(frozen=True, eq=False)
+class Subgraph:
+    """A run of a graph's ops and the tensors they touch, at the size a solve prices them (one
+    microbatch, or one replica's share): what a layer, a stage or a whole model is to the
+    intra-op pass. Its producers, consumers and boundary are computed once."""
+
+    ops: tuple[Op, ...]
+    tensors: Mapping[str, Tensor]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ops, tuple):
+            object.__setattr__(self, "ops", tuple(self.ops))
+
+    def __reduce__(self) -> tuple[type[Subgraph], tuple[tuple[Op, ...], dict[str, Tensor]]]:
+        """Pickled (to worker processes) as its ops and tensors; cached maps are rebuilt."""
+        return (Subgraph, (self.ops, dict(self.tensors)))
+
+    @cached_property
+    def producer(self) -> Mapping[str, Op]:
+        """Tensor -> the op of this subgraph that writes it."""
+        return producers(self.ops)
+
+    @cached_property
+    def consumers(self) -> Mapping[str, tuple[Op, ...]]:
+        """Tensor -> the ops of this subgraph that read it, in order."""
+        return consumers(self.ops)
+
+    @cached_property
+    def position(self) -> Mapping[str, int]:
+        """Op name -> its index in `ops`."""
+        return MappingProxyType({op.name: index for index, op in enumerate(self.ops)})
+
+    @cached_property
+    def boundary_inputs(self) -> tuple[str, ...]:
+        """Activations and data inputs the ops read that no op here writes, in first-read order:
+        what the subgraph receives from before it."""
+        kinds = (TensorKind.ACTIVATION, TensorKind.INPUT)
+        return tuple(
+            dict.fromkeys(
+                name
+                for op in self.ops
+                for name in op.present_inputs
+                if name not in self.producer and self.tensors[name].kind in kinds
+            )
+        )
+
+    @cached_property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameters the ops read, in first-read order."""
+        return tuple(
+            dict.fromkeys(
+                name
+                for op in self.ops
+                for name in op.present_inputs
+                if self.tensors[name].kind is TensorKind.PARAMETER
+            )
+        )
+
+    def slice(self, start: int, stop: int) -> Subgraph:
+        return Subgraph(self.ops[start:stop], self.tensors)
+
+    def with_tensors(self, tensors: Mapping[str, Tensor]) -> Subgraph:
+        """The same ops with other tensors (another microbatch size, local shapes)."""
+        return Subgraph(self.ops, tensors)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Structure and shapes, without names: repeated blocks print the same.
+
+        A tensor is described by where it comes from: ('op', position, output) inside the run,
+        or its kind, shape and dtype from outside (parameters, constants, earlier layers)."""
+        produced: dict[str, tuple[int, int]] = {}
+        for index, op in enumerate(self.ops):
+            for out, name in enumerate(op.outputs):
+                if name:
+                    produced[name] = (index, out)
+        parts = []
+        for op in self.ops:
+            sources: list[object] = []
+            for name in op.inputs:
+                if not name:
+                    sources.append(None)
+                elif name in produced:
+                    sources.append(["op", *produced[name]])
+                else:
+                    t = self.tensors[name]
+                    sources.append([t.kind.value, t.shape, t.dtype, t.batch_dim, t.value])
+            outputs = [
+                [self.tensors[n].shape, self.tensors[n].dtype, self.tensors[n].batch_dim]
+                if n
+                else None
+                for n in op.outputs
+            ]
+            parts.append([op.op_type, op.domain, _attrs_json(op.attributes), sources, outputs])
+        return _digest(parts)
+
+
+def producers(ops: Iterable[Op]) -> Mapping[str, Op]:
+    """Tensor -> the op among `ops` that writes it."""
+    return MappingProxyType({out: op for op in ops for out in op.outputs if out})
+
+
+def consumers(ops: Iterable[Op]) -> Mapping[str, tuple[Op, ...]]:
+    """Tensor -> the ops among `ops` that read it, in order (each op once)."""
+    found: dict[str, list[Op]] = {}
+    for op in ops:
+        for name in dict.fromkeys(op.present_inputs):
+            found.setdefault(name, []).append(op)
+    return MappingProxyType({name: tuple(found_ops) for name, found_ops in found.items()})
 
 
 def split_batch(tensors: Mapping[str, Tensor], ways: int) -> dict[str, Tensor]:

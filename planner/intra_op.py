@@ -16,13 +16,13 @@ state + `in_flight` microbatches of kept activations.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Gpu
 from cost_models.compute import ComputeModel
 from cost_models.mesh import LogicalMesh
-from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
+from planner.graph import DTYPE_SIZE_BYTES, Op, Subgraph, TensorKind
 from planner.intra_op_ilp import (
     Edge,
     Node,
@@ -98,15 +98,15 @@ class _Group:
         return len(self.members[0][1])
 
 
-def owned_parameters(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> dict[str, frozenset[str]]:
+def owned_parameters(stage: Subgraph) -> dict[str, frozenset[str]]:
     """Which parameters each op pays for: a parameter belongs to its first consumer."""
     seen: set[str] = set()
     owned: dict[str, frozenset[str]] = {}
-    for op in ops:
+    for op in stage.ops:
         mine = [
             name
             for name in dict.fromkeys(op.present_inputs)
-            if tensors[name].kind is TensorKind.PARAMETER and name not in seen
+            if stage.tensors[name].kind is TensorKind.PARAMETER and name not in seen
         ]
         seen.update(mine)
         owned[op.name] = frozenset(mine)
@@ -114,11 +114,7 @@ def owned_parameters(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> dict[s
 
 
 def enumerate_strategies(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
-    mesh: LogicalMesh,
-    gpu: Gpu,
-    settings: IntraOpSettings,
+    stage: Subgraph, mesh: LogicalMesh, gpu: Gpu, settings: IntraOpSettings
 ) -> dict[str, tuple[Strategy, ...]]:
     context = CostContext(
         mesh=mesh,
@@ -130,33 +126,32 @@ def enumerate_strategies(
         compute=settings.compute,
         remat=settings.remat,
     )
-    owned = owned_parameters(ops, tensors)
-    saved = saved_for_backward(ops, tensors) if settings.training else frozenset()
+    owned = owned_parameters(stage)
+    saved = saved_for_backward(stage) if settings.training else frozenset()
+    tensors = stage.tensors
     return {
         op.name: op_strategies(
             op, notation_of(op, tensors), tensors, context, owned[op.name], saved
         )
-        for op in ops
+        for op in stage.ops
     }
 
 
 def _group_ops(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
-    strategies: Mapping[str, tuple[Strategy, ...]],
+    stage: Subgraph, strategies: Mapping[str, tuple[Strategy, ...]]
 ) -> tuple[list[_Group], dict[str, tuple[int, int]]]:
     """Merge followers into their producer's group.
 
     Returns the groups and, per op, (group index, position among the group's members).
     """
-    producer: dict[str, Op] = {out: op for op in ops for out in op.outputs if out}
+    producer = stage.producer
     groups: list[list[tuple[Op, tuple[int, ...]]]] = []
     where: dict[str, tuple[int, int]] = {}
-    for op in ops:
+    for op in stage.ops:
         activations = {
             name
             for name in op.present_inputs
-            if name in producer and tensors[name].kind is TensorKind.ACTIVATION
+            if name in producer and stage.tensors[name].kind is TensorKind.ACTIVATION
         }
         follow = _follow(op, activations, producer, groups, where, strategies)
         if follow is None:
@@ -203,16 +198,12 @@ def _follow(
 
 
 def prepare_stage(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
-    mesh: LogicalMesh,
-    gpu: Gpu,
-    settings: IntraOpSettings,
+    stage: Subgraph, mesh: LogicalMesh, gpu: Gpu, settings: IntraOpSettings
 ) -> PreparedStage:
-    """Strategies, groups and the ILP of `ops` (tensors at microbatch size) on `mesh`."""
-    strategies = enumerate_strategies(ops, tensors, mesh, gpu, settings)
-    groups, where = _group_ops(ops, tensors, strategies)
-    producer = {out: op for op in ops for out in op.outputs if out}
+    """Strategies, groups and the ILP of `stage` (tensors at microbatch size) on `mesh`."""
+    strategies = enumerate_strategies(stage, mesh, gpu, settings)
+    groups, where = _group_ops(stage, strategies)
+    ops, tensors, producer = stage.ops, stage.tensors, stage.producer
 
     def reshard(tensor: str, source: ShardingSpec | None, target: ShardingSpec | None) -> float:
         if source is None or target is None or source == target:
@@ -292,15 +283,14 @@ def prepare_stage(
         edges=tuple(edges),
         memory_budget=settings.memory_budget_bytes,
     )
-    return PreparedStage(ops, tensors, mesh, settings, strategies, groups, where, problem, reshard)
+    return PreparedStage(stage, mesh, settings, strategies, groups, where, problem, reshard)
 
 
 @dataclass(frozen=True)
 class PreparedStage:
     """A stage's strategies and ILP, built once and solvable under several budgets."""
 
-    ops: Sequence[Op]
-    tensors: Mapping[str, Tensor]
+    stage: Subgraph
     mesh: LogicalMesh
     settings: IntraOpSettings
     strategies: Mapping[str, tuple[Strategy, ...]]
@@ -321,96 +311,79 @@ class PreparedStage:
         if memory_budget_bytes is not None:
             problem = replace(problem, memory_budget=memory_budget_bytes)
         solution = solve(problem, self.settings.time_limit_s, self.settings.relative_gap, cutoff_s)
-        return _read_back(
-            self.ops, self.tensors, self.mesh, self.settings, self.strategies, self.groups,
-            self.where, solution, self.reshard,
-        )  # fmt: skip
+        return self.read_back(solution)
 
     def solve_least_memory(self, cutoff_s: float = math.inf) -> StageSharding:
         """The cheapest of the shardings that need the least memory, whatever the budget."""
         solution = solve_least_memory(
             self.problem, self.settings.time_limit_s, self.settings.relative_gap, cutoff_s
         )
-        return _read_back(
-            self.ops, self.tensors, self.mesh, self.settings, self.strategies, self.groups,
-            self.where, solution, self.reshard,
-        )  # fmt: skip
+        return self.read_back(solution)
+
+    def read_back(self, solution: StrategySolution) -> StageSharding:
+        """Every op's chosen strategy, every tensor's spec, and the stage's time and memory."""
+        ops, tensors, producer = self.stage.ops, self.stage.tensors, self.stage.producer
+        mesh, settings, strategies = self.mesh, self.settings, self.strategies
+        groups, where, reshard = self.groups, self.where, self.reshard
+        chosen: dict[str, Strategy] = {}
+        for op in ops:
+            group_index, member = where[op.name]
+            choice = groups[group_index].members[member][1][solution.choices[group_index]]
+            chosen[op.name] = strategies[op.name][choice]
+        specs: dict[str, ShardingSpec] = {}
+        resharding_s = 0.0
+        for op in ops:
+            strategy = chosen[op.name]
+            for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
+                if name and spec is not None:
+                    specs[name] = spec
+            for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
+                if not name or spec is None:
+                    continue
+                specs.setdefault(name, spec)  # inputs and parameters: as their first reader wants
+                if name in producer and tensors[name].kind is TensorKind.ACTIVATION:
+                    source = chosen[producer[name].name]
+                    source_spec = source.output_specs[producer[name].outputs.index(name)]
+                    resharding_s += reshard(name, source_spec, spec) / settings.microbatches
+        strategies_chosen = list(chosen.values())
+        received = set(self.stage.boundary_inputs)
+        boundary = {  # as the last op reading it wants it
+            name: spec
+            for op in ops
+            for name, spec in zip(op.inputs, chosen[op.name].input_specs, strict=True)
+            if name in received and spec is not None
+        }
+        boundary_bytes = sum(
+            tensors[name].local(spec, mesh.shape).size_bytes for name, spec in boundary.items()
+        )
+        in_flight_activations = sum(s.activation_bytes for s in strategies_chosen)
+        return StageSharding(
+            mesh=mesh,
+            strategies=chosen,
+            specs=specs,
+            forward_s=sum(s.forward_s for s in strategies_chosen),
+            backward_s=sum(s.backward_s for s in strategies_chosen),
+            communication_s=sum(s.communication_s for s in strategies_chosen) + resharding_s,
+            iteration_s=sum(s.iteration_s for s in strategies_chosen),
+            parameter_bytes=sum(s.parameter_bytes for s in strategies_chosen),
+            gradient_bytes=sum(s.gradient_bytes for s in strategies_chosen),
+            optimizer_bytes=sum(s.optimizer_bytes for s in strategies_chosen),
+            activation_bytes=settings.in_flight * in_flight_activations,
+            solution=solution,
+            boundary_bytes=boundary_bytes,
+        )
 
 
 def solve_stage(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
+    stage: Subgraph,
     mesh: LogicalMesh,
     gpu: Gpu,
     settings: IntraOpSettings,
     cutoff_s: float = math.inf,
 ) -> StageSharding:
-    """The cheapest sharding of `ops` (tensors at microbatch size) on `mesh`.
+    """The cheapest sharding of `stage` (tensors at microbatch size) on `mesh`.
 
     Raises `intra_op_ilp.MemoryInfeasible` when no sharding fits the memory budget, and
     `intra_op_ilp.CutoffExceeded` when none costs at most `cutoff_s` per iteration.
     """
-    return prepare_stage(ops, tensors, mesh, gpu, settings).solve(cutoff_s=cutoff_s)
-
-
-def _read_back(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
-    mesh: LogicalMesh,
-    settings: IntraOpSettings,
-    strategies: Mapping[str, tuple[Strategy, ...]],
-    groups: list[_Group],
-    where: Mapping[str, tuple[int, int]],
-    solution: StrategySolution,
-    reshard: Callable[[str, ShardingSpec | None, ShardingSpec | None], float],
-) -> StageSharding:
-    chosen: dict[str, Strategy] = {}
-    for op in ops:
-        group_index, member = where[op.name]
-        choice = groups[group_index].members[member][1][solution.choices[group_index]]
-        chosen[op.name] = strategies[op.name][choice]
-    specs: dict[str, ShardingSpec] = {}
-    resharding_s = 0.0
-    producer = {out: op for op in ops for out in op.outputs if out}
-    for op in ops:
-        strategy = chosen[op.name]
-        for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
-            if name and spec is not None:
-                specs[name] = spec
-        for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
-            if not name or spec is None:
-                continue
-            specs.setdefault(name, spec)  # graph inputs and parameters: as their consumer wants
-            if name in producer and tensors[name].kind is TensorKind.ACTIVATION:
-                source = chosen[producer[name].name]
-                source_spec = source.output_specs[producer[name].outputs.index(name)]
-                resharding_s += reshard(name, source_spec, spec) / settings.microbatches
-    strategies_chosen = list(chosen.values())
-    boundary = {
-        name: spec
-        for op in ops
-        for name, spec in zip(op.inputs, chosen[op.name].input_specs, strict=True)
-        if name
-        and spec is not None
-        and name not in producer
-        and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT)
-    }
-    boundary_bytes = sum(
-        replace(tensors[name], shape=spec.local_shape(tensors[name].shape, mesh.shape)).size_bytes
-        for name, spec in boundary.items()
-    )
-    return StageSharding(
-        mesh=mesh,
-        strategies=chosen,
-        specs=specs,
-        forward_s=sum(s.forward_s for s in strategies_chosen),
-        backward_s=sum(s.backward_s for s in strategies_chosen),
-        communication_s=sum(s.communication_s for s in strategies_chosen) + resharding_s,
-        iteration_s=sum(s.iteration_s for s in strategies_chosen),
-        parameter_bytes=sum(s.parameter_bytes for s in strategies_chosen),
-        gradient_bytes=sum(s.gradient_bytes for s in strategies_chosen),
-        optimizer_bytes=sum(s.optimizer_bytes for s in strategies_chosen),
-        activation_bytes=settings.in_flight * sum(s.activation_bytes for s in strategies_chosen),
-        solution=solution,
-        boundary_bytes=boundary_bytes,
-    )
+    return prepare_stage(stage, mesh, gpu, settings).solve(cutoff_s=cutoff_s)

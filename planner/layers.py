@@ -13,8 +13,6 @@ Layers are runs of the graph's topological order, so any cut between them sends 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -181,34 +179,3 @@ def _balanced_cuts(
         groups.append((j, i - 1))
         i = j
     return groups[::-1]
-
-
-def layer_fingerprint(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> str:
-    """Structure and shapes of a run of ops, without names: repeated blocks print the same.
-
-    A tensor is described by where it comes from: ('op', position, output) inside the run, or
-    its kind, shape and dtype from outside (parameters, constants, earlier layers)."""
-    produced: dict[str, tuple[int, int]] = {}
-    for index, op in enumerate(ops):
-        for out, name in enumerate(op.outputs):
-            if name:
-                produced[name] = (index, out)
-    parts = []
-    for op in ops:
-        sources: list[object] = []
-        for name in op.inputs:
-            if not name:
-                sources.append(None)
-            elif name in produced:
-                sources.append(["op", *produced[name]])
-            else:
-                t = tensors[name]
-                sources.append([t.kind.value, t.shape, t.dtype, t.batch_dim, t.value])
-        outputs = [
-            [tensors[name].shape, tensors[name].dtype, tensors[name].batch_dim] if name else None
-            for name in op.outputs
-        ]
-        attributes = [[k, list(v) if isinstance(v, tuple) else v] for k, v in op.attributes]
-        parts.append([op.op_type, op.domain, attributes, sources, outputs])
-    text = json.dumps(parts, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()

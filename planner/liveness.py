@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from planner.graph import VIEW_OPS, Op, Tensor, TensorKind
+from planner.graph import VIEW_OPS, Subgraph, TensorKind
 
 
-def live_activation_peak_bytes(
-    ops: Sequence[Op], tensors: Mapping[str, Tensor], keep: Sequence[str] = ()
-) -> int:
-    """Peak bytes of activations alive at once when `ops` run in order.
+def live_activation_peak_bytes(stage: Subgraph, keep: Sequence[str] = ()) -> int:
+    """Peak bytes of activations alive at once when the stage's ops run in order.
 
     A buffer lives from the op that writes it to the last use of it or of any view of it
     (reshape and friends alias their input and add nothing); tensors in `keep` (the outputs)
     live to the end. Data inputs count from the start.
     """
+    ops, tensors = stage.ops, stage.tensors
     root: dict[str, str] = {}
     for op in ops:
         if op.op_type in VIEW_OPS and op.present_inputs:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
 from cost_models.memory import parameter_state
-from planner.graph import Graph, Op, Tensor, TensorKind, split_batch
+from planner.graph import Graph, Op, Subgraph, Tensor, TensorKind, split_batch
 from planner.inter_op import best_pipeline
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
@@ -144,7 +144,7 @@ def _search_count(
     """The fastest pipeline at one microbatch count (the DP over the cost table, or the whole
     model as one exact stage), and the record of the count."""
     microbatches = settings.microbatches
-    table = StageCostTable(graph.ops, tensors, layers, cluster, settings)
+    table = StageCostTable(graph.subgraph(tensors=tensors), layers, cluster, settings)
 
     def report(done: int, total: int) -> None:
         if progress is not None:
@@ -203,7 +203,7 @@ def memory_lower_bound_bytes(
         return total
     for layer in layers:
         layer_ops = ops[layer.start : layer.stop]
-        saved = saved_for_backward(layer_ops, tensors)
+        saved = saved_for_backward(Subgraph(tuple(layer_ops), tensors))
         kept = {name for op in layer_ops for name in charged_to(op, saved, tensors)}
         total += sum(tensors[name].size_bytes for name in kept)
     return total
@@ -261,7 +261,7 @@ def exact_one_stage(
         cutoff_s = limit if settings.training else microbatches * limit / (1 + weight)
         try:
             sharding = solve_stage(
-                ops, tensors, plans[0].mesh, cluster.gpu, stage_settings, cutoff_s
+                Subgraph(ops, tensors), plans[0].mesh, cluster.gpu, stage_settings, cutoff_s
             )
         except (MemoryInfeasible, CutoffExceeded):
             continue
@@ -361,7 +361,9 @@ def polish_stages(
                     continue
                 mesh = same[0].mesh
             try:
-                sharding = solve_stage(ops, tensors, mesh, cluster.gpu, stage_settings, cutoff)
+                sharding = solve_stage(
+                    Subgraph(ops, tensors), mesh, cluster.gpu, stage_settings, cutoff
+                )
             except (MemoryInfeasible, CutoffExceeded):
                 continue
             new_times = [

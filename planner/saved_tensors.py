@@ -18,9 +18,9 @@ aliases, charged to the op that wrote that buffer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from planner.graph import VIEW_OPS, Op, Tensor, TensorKind
+from planner.graph import VIEW_OPS, Op, Subgraph, Tensor, TensorKind
 
 _KEEPS_INPUTS = frozenset(
     {
@@ -48,10 +48,10 @@ _KEEPS_NOTHING = frozenset(
 )  # fmt: skip
 
 
-def saved_for_backward(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> frozenset[str]:
+def saved_for_backward(stage: Subgraph) -> frozenset[str]:
     """Names of the tensors held from forward to backward: op outputs (charged to the op that
     writes them) and data inputs."""
-    producer = {name: op for op in ops for name in op.outputs if name}
+    producer, tensors = stage.producer, stage.tensors
 
     def buffer(name: str) -> str:
         """The tensor whose memory `name` occupies: follow views back to what they alias."""
@@ -63,7 +63,7 @@ def saved_for_backward(ops: Sequence[Op], tensors: Mapping[str, Tensor]) -> froz
         return name
 
     saved: set[str] = set()
-    for op in ops:
+    for op in stage.ops:
         kind = op.op_type
         if kind in _KEEPS_NOTHING:
             continue

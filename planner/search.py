@@ -196,7 +196,9 @@ def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Pla
     for shape in logical_shapes(whole, cluster.gpus_per_host):
         mesh = logical_mesh(cluster, whole, shape)
         try:
-            sharding = solve_stage(typed.ops, tensors, mesh, cluster.gpu, settings, best_s)
+            sharding = solve_stage(
+                typed.subgraph(tensors=tensors), mesh, cluster.gpu, settings, best_s
+            )
         except MemoryInfeasible as error:
             attempts.append(MeshAttempt(shape, None, error.minimum))
             continue
@@ -258,10 +260,8 @@ def _with_inference_activations(
     mesh_shape = sharding.mesh.shape
     for name, tensor in tensors.items():
         spec = sharding.specs.get(name)
-        local[name] = (
-            replace(tensor, shape=spec.local_shape(tensor.shape, mesh_shape)) if spec else tensor
-        )
-    peak = live_activation_peak_bytes(graph.ops, local, keep=graph.outputs)
+        local[name] = tensor.local(spec, mesh_shape) if spec else tensor
+    peak = live_activation_peak_bytes(graph.subgraph(tensors=local), keep=graph.outputs)
     return replace(sharding, activation_bytes=peak)
 
 

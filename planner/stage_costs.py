@@ -32,11 +32,11 @@ from dataclasses import dataclass, replace
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
 from cost_models.mesh import LogicalMesh, logical_mesh
-from planner.graph import DTYPE_SIZE_BYTES, Op, Tensor, TensorKind
+from planner.graph import DTYPE_SIZE_BYTES, Op, Subgraph, TensorKind
 from planner.inter_op import Candidate
 from planner.intra_op import IntraOpSettings, StageSharding, owned_parameters, prepare_stage
 from planner.intra_op_ilp import MemoryInfeasible
-from planner.layers import LayerSlice, layer_fingerprint
+from planner.layers import LayerSlice
 from planner.mesh_shapes import logical_shapes
 from planner.reshard import reshard_s
 from planner.strategies import Strategy
@@ -54,8 +54,7 @@ UNLIMITED_IN_FLIGHT = 1 << 20
 
 
 def solve_layer_on_submesh(
-    ops: Sequence[Op],
-    tensors: Mapping[str, Tensor],
+    layer: Subgraph,
     cluster: Cluster,
     settings: IntraOpSettings,
     submesh: tuple[int, int],
@@ -67,12 +66,12 @@ def solve_layer_on_submesh(
     result: dict[tuple[int, int], list[LayerPlan]] = {}
     for shape in logical_shapes(submesh, cluster.gpus_per_host):
         mesh = logical_mesh(cluster, submesh, shape)
-        prepared = prepare_stage(ops, tensors, mesh, cluster.gpu, unlimited)
+        prepared = prepare_stage(layer, mesh, cluster.gpu, unlimited)
         try:
             first = prepared.solve()
         except MemoryInfeasible:  # only forbidden reshardings can cause this
             continue
-        plans = [LayerPlan(tuple(first.strategies[op.name] for op in ops), first)]
+        plans = [LayerPlan(tuple(first.strategies[op.name] for op in layer.ops), first)]
         if shape in refine:
             least = prepared.minimum_memory_bytes
             for fraction in LEVEL_FRACTIONS:
@@ -83,7 +82,7 @@ def solve_layer_on_submesh(
                     continue
                 if tighter.peak_bytes < plans[-1].sharding.peak_bytes:
                     plans.append(
-                        LayerPlan(tuple(tighter.strategies[op.name] for op in ops), tighter)
+                        LayerPlan(tuple(tighter.strategies[op.name] for op in layer.ops), tighter)
                     )
         result[shape] = plans
     return result
@@ -146,20 +145,18 @@ class StageCostTable:
 
     def __init__(
         self,
-        ops: Sequence[Op],
-        tensors: Mapping[str, Tensor],
+        model: Subgraph,
         layers: Sequence[LayerSlice],
         cluster: Cluster,
         settings: IntraOpSettings,
     ) -> None:
-        self.ops = ops
-        self.tensors = tensors
+        self.model = model
+        self.ops = ops = model.ops
+        self.tensors = model.tensors
         self.layers = layers
         self.cluster = cluster
         self.settings = settings
-        self.fingerprints = [
-            layer_fingerprint(ops[layer.start : layer.stop], tensors) for layer in layers
-        ]
+        self.fingerprints = [self.layer(k).fingerprint for k in range(len(layers))]
         # (fingerprint, submesh) -> logical shape -> plans by memory level
         self._solved: dict[tuple[str, tuple[int, int]], dict[tuple[int, int], list[LayerPlan]]] = {}
         self._layer_of = {
@@ -179,6 +176,10 @@ class StageCostTable:
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
 
     # --- single layers -------------------------------------------------------------------
+
+    def layer(self, index: int) -> Subgraph:
+        """Layer `index` as a subgraph of the model."""
+        return self.model.slice(self.layers[index].start, self.layers[index].stop)
 
     def solve_layers(
         self,
@@ -215,10 +216,9 @@ class StageCostTable:
     ) -> None:
         tasks = []
         for index, submesh in todo:
-            layer = self.layers[index]
             args = (
-                self.ops[layer.start : layer.stop], self.tensors, self.cluster, self.settings,
-                submesh, refine.get((index, submesh), frozenset()),
+                self.layer(index), self.cluster, self.settings, submesh,
+                refine.get((index, submesh), frozenset()),
             )  # fmt: skip
             tasks.append((solve_layer_on_submesh, args))
         for (index, submesh), plans in zip(todo, run_tasks(tasks, jobs, progress), strict=True):
@@ -270,19 +270,19 @@ class StageCostTable:
         in each layer's own ILP; only owners that own that parameter alone, so that their
         strategy's state is exactly the parameter's."""
         owners: dict[str, list[tuple[int, Op]]] = {}
-        for k, layer in enumerate(self.layers):
-            ops = self.ops[layer.start : layer.stop]
-            for op_name, names in owned_parameters(ops, self.tensors).items():
+        for k in range(len(self.layers)):
+            layer = self.layer(k)
+            for op_name, names in owned_parameters(layer).items():
                 if len(names) == 1:
                     (name,) = names
-                    op = next(o for o in ops if o.name == op_name)
+                    op = layer.ops[layer.position[op_name]]
                     owners.setdefault(name, []).append((k, op))
         return {name: found for name, found in owners.items() if len(found) > 1}
 
     def _cross_layer_edges(self) -> dict[tuple[int, int], list[tuple[str, Op, int, Op, int]]]:
         """(producer layer, consumer layer) -> tensors: (name, producer, output position,
         consumer, input position)."""
-        producer = {name: op for op in self.ops for name in op.outputs if name}
+        producer = self.model.producer
         edges: dict[tuple[int, int], list[tuple[str, Op, int, Op, int]]] = {}
         for op in self.ops:
             for position, name in enumerate(op.inputs):

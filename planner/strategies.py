@@ -170,10 +170,6 @@ def _axes(mesh: LogicalMesh, axes: Iterable[int]) -> list[MeshAxis]:
     return [mesh.axes[axis] for axis in sorted(set(axes))]
 
 
-def _local(tensor: Tensor, spec: ShardingSpec, mesh_shape: tuple[int, int]) -> Tensor:
-    return replace(tensor, shape=spec.local_shape(tensor.shape, mesh_shape))
-
-
 def _batch_labels(op: Op, notation: Notation, tensors: Mapping[str, Tensor]) -> set[str]:
     found: set[str] = set()
     for names, groups in ((op.inputs, notation.inputs), (op.outputs, notation.outputs)):
@@ -270,7 +266,7 @@ def _priced(
         *zip(op.outputs, output_specs, strict=True),
     ):
         if name and spec is not None:
-            local[name] = _local(tensors[name], spec, shape)
+            local[name] = tensors[name].local(spec, shape)
 
     read, written = op_traffic_bytes(op, local)
     forward_s = context.compute_model.op_time_s(

@@ -22,7 +22,7 @@ from planner.baselines import (
     megatron_configurations,
     megatron_plan,
 )
-from planner.graph import Graph
+from planner.graph import Graph, Subgraph
 from planner.intra_op import IntraOpSettings, solve_stage
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
@@ -135,7 +135,7 @@ def test_zero_modes_offer_their_variants(gpt: Graph, zero: str, variants: set[st
         strategy_options=StrategyOptions(zero=zero, force_data_parallel=True),
     )  # fmt: skip
     typed = gpt.cast_floats("float16")
-    found = enumerate_strategies(typed.ops, typed.tensors, mesh, cluster.gpu, settings)
+    found = enumerate_strategies(typed.subgraph(), mesh, cluster.gpu, settings)
     gemm = next(op for op in typed.ops if op.op_type == "Gemm")
     kinds = {s.name.split(" ")[-1] for s in found[gemm.name]}
     assert {k if k.startswith("zero") else "plain" for k in kinds} == variants
@@ -176,7 +176,7 @@ def test_megatron_splits_a_transformer_layer_like_megatron() -> None:
     settings = IntraOpSettings(
         "float16", "adam", True, 1, 1, 14 * 2**30, strategy_options=MEGATRON_STRATEGY
     )
-    stage = solve_stage(ops, graph.tensors, mesh, cluster.gpu, settings)
+    stage = solve_stage(Subgraph(tuple(ops), graph.tensors), mesh, cluster.gpu, settings)
     gemms = [op for op in ops if op.op_type == "Gemm"]
     weights = [str(stage.strategies[op.name].input_specs[1]) for op in gemms]
     assert weights == ["RS1", "S1R", "RS1", "S1R"]  # c_attn, attn c_proj, mlp c_fc, mlp c_proj

@@ -10,7 +10,7 @@ from conftest import MODELS, mlp_model
 
 from cost_models.cluster import Cluster, Gpu, Link
 from cost_models.mesh import logical_mesh
-from planner.graph import Graph, split_batch
+from planner.graph import Graph, Subgraph, split_batch
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
@@ -96,7 +96,7 @@ def _mlp_stage(
     cluster = toy_cluster()
     mesh = logical_mesh(cluster, (1, 8), (1, 8))
     settings = IntraOpSettings("float32", "adam", True, 1, 1, budget, relative_gap=0.0, remat=remat)
-    return graph, solve_stage(graph.ops, graph.tensors, mesh, cluster.gpu, settings)
+    return graph, solve_stage(graph.subgraph(), mesh, cluster.gpu, settings)
 
 
 def test_weights_dominate_megatron_column_then_row(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_transformer_layer_on_2x4_batch_on_one_axis_tensor_parallel_on_the_other
     )  # fmt: skip
     mesh = logical_mesh(cluster, (1, 8), (2, 4))
     settings = IntraOpSettings("float16", "adam", True, 1, 1, 14 * 2**30)
-    stage = solve_stage(ops, graph.tensors, mesh, cluster.gpu, settings)
+    stage = solve_stage(Subgraph(tuple(ops), graph.tensors), mesh, cluster.gpu, settings)
     gemms = [op for op in ops if op.op_type == "Gemm"]
     assert len(gemms) == 4
     batch_axes, weight_axes = set(), set()
@@ -185,7 +185,7 @@ def test_reported_objective_equals_recomputed_cost() -> None:
     mesh = logical_mesh(cluster, (1, 8), (2, 4))
     settings = IntraOpSettings("float32", "adam", True, 2, 1, 2**40, relative_gap=0.0)
     tensors = split_batch(graph.tensors, 2)
-    stage = solve_stage(graph.ops, tensors, mesh, cluster.gpu, settings)
+    stage = solve_stage(graph.subgraph(tensors=tensors), mesh, cluster.gpu, settings)
     recomputed = 2 * stage.microbatch_s + stage.iteration_s
     assert stage.solution.objective_s == pytest.approx(recomputed, rel=1e-9)
     assert stage.solution.solver_objective_s == pytest.approx(recomputed, rel=1e-6)

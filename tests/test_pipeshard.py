@@ -164,7 +164,7 @@ def test_remat_keeps_layer_inputs_only_and_pays_a_forward(tmp_path: Path) -> Non
     ranges = {}
     for remat in (False, True):
         settings = intra_op_settings(PlanOptions(microbatches=4, remat=remat), small)
-        table = StageCostTable(typed.ops, tensors, layers, small, settings)
+        table = StageCostTable(typed.subgraph(tensors=tensors), layers, small, settings)
         ranges[remat] = table.range_plans(0, 3, (1, 4))[0]  # the whole model, unlimited memory
     plain, remat = ranges[False], ranges[True]
     # Kept per microbatch: the four layer inputs (64 x 1024 float16 each on each of 4 GPUs,
@@ -191,7 +191,7 @@ def test_a_tied_embedding_is_held_once_per_stage() -> None:
     layers = cluster_layers(graph)
     small = cluster(1, 4, 100e9)
     settings = intra_op_settings(PlanOptions(microbatches=1), small)
-    table = StageCostTable(graph.ops, split_batch(graph.tensors, 1), layers, small, settings)
+    table = StageCostTable(graph.subgraph(), layers, small, settings)
     whole = table.range_plans(0, 1, (1, 4))[0]
     each = [table.range_plans(k, k, (1, 4))[0] for k in (0, 1)]
     tied = 256 * 64  # vocabulary x hidden

@@ -29,9 +29,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 from cost_models.cluster import Cluster  # noqa: E402
 from cost_models.cluster_yaml import load_cluster  # noqa: E402
-from planner.baselines import BASELINES, all_baselines, auto_plan  # noqa: E402
+from planner.baselines import BASELINES, all_baselines  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
 from planner.options import PlanOptions  # noqa: E402
+from planner.search import plan  # noqa: E402
 from plans.errors import InfeasibleError  # noqa: E402
 from plans.plan import Plan  # noqa: E402
 
@@ -40,12 +41,8 @@ RESULTS_JSON = ROOT / "benchmarks" / "results.json"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 P3 = ROOT / "examples" / "clusters" / "aws-p3.16xlarge.yaml"
 
-# Microbatch counts searched by the auto plan and by every baseline. Without
-# rematerialisation (the baselines have none; `--remat` gives it to the auto plan; Alpa's GPT
-# and MoE runs use it) the paper's batch of 1024 sequences of 1024 tokens fits a 16 GB V100
-# only in small microbatches, so the counts go up to the whole batch.
-COUNTS_LM = (16, 32, 64, 128, 256, 512, 1024)
-COUNTS_RESNET = (4, 8, 16, 32, 64, 128)
+# Microbatch counts: the planner's own search (planner/microbatches.py), for the auto plan and
+# for every configuration of every baseline.
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,6 @@ def run_workload(
     export_s = time.perf_counter() - started
     cluster = cluster_for(workload.gpus)
     graph = load_onnx(path, batch_size=workload.batch_size)
-    counts = COUNTS_RESNET if workload.family == "wresnet" else COUNTS_LM
     options = PlanOptions(dtype=workload.dtype, remat=remat)
     row: dict[str, Any] = {
         "workload": workload.name,
@@ -173,7 +169,7 @@ def run_workload(
     }
     started = time.perf_counter()
     try:
-        auto = auto_plan(graph, cluster, options, counts, jobs=jobs)
+        auto = plan(graph, cluster, options, jobs=jobs)
         row["auto"] = {
             "tflops_per_gpu": auto.estimate.tflops_per_gpu,
             "iteration_time_s": auto.estimate.iteration_time_s,
@@ -185,7 +181,7 @@ def run_workload(
     row["planning_s"] = time.perf_counter() - started
     if baselines:
         started = time.perf_counter()
-        found = all_baselines(graph, cluster, options, counts, jobs=jobs)
+        found = all_baselines(graph, cluster, options, jobs=jobs)
         row["baselines_s"] = time.perf_counter() - started
         row["baselines"] = {
             b.name: {

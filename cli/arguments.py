@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import click
 
 from cost_models.calibration import Calibration
 from cost_models.cluster import Cluster
 from cost_models.cluster_yaml import load_calibration, load_cluster
+from cost_models.compute import ComputeModel
 from planner.graph import Graph
 from planner.onnx_import import load_onnx
-from planner.options import DTYPES, SCHEDULES
+from planner.options import DTYPES, SCHEDULES, PlanOptions, Search
+from planner.reshard import ReshardRules
+from planner.strategies import StrategyOptions
 from plans.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -110,3 +113,34 @@ def load_inputs(
         )
     graph = load_onnx(model, batch_size=batch_size, dims=parse_dims(dims))
     return graph, cluster_spec, measured
+
+
+def plan_options(flags: Mapping[str, Any], compute: ComputeModel | None) -> PlanOptions:
+    """The planner's options from a command's parsed flags (`click.Context.params`), the one
+    place every planning command builds them; a flag the command lacks keeps its default."""
+    zero = flags.get("zero")
+    batch_axis = flags.get("force_batch_dim_to_mesh_dim")
+    return PlanOptions(
+        mode=flags.get("mode", "train"),
+        dtype=flags["dtype"],
+        optimizer=flags["optimizer"],
+        microbatches=flags.get("microbatches"),
+        schedule=flags["schedule"],
+        memory_fraction=flags["memory_fraction"],
+        search=Search.INTRA_ONLY if flags.get("intra_only") else Search.PIPESHARD,
+        layers=flags.get("layers"),
+        submesh_space=flags.get("submesh_space", "power-of-two"),
+        objective=flags.get("objective", "throughput"),
+        remat=bool(flags.get("remat", False)),
+        ilp_time_limit_s=flags["ilp_time_limit"],
+        strategy=StrategyOptions(
+            zero="auto" if zero is None else ("on" if zero else "off"),
+            force_data_parallel=bool(flags.get("force_data_parallel", False)),
+            force_batch_dim_to_mesh_dim=None if batch_axis is None else int(batch_axis),
+        ),
+        reshard=ReshardRules(
+            allow_all_to_all=not flags.get("no_all_to_all", False),
+            allow_all_gather=not flags.get("no_all_gather", False),
+        ),
+        compute=compute,
+    )

@@ -19,11 +19,11 @@ import click
 from rich.table import Table
 
 from cli import exit_codes
-from cli.arguments import input_options, load_inputs
+from cli.arguments import input_options, load_inputs, plan_options
 from cli.render import error_console, output_console, progress_bar
 from cost_models.units import format_bytes, format_seconds
-from planner.baselines import BASELINES, Baseline, all_baselines, auto_plan
-from planner.options import PlanOptions
+from planner.baselines import BASELINES, Baseline, all_baselines
+from planner.search import plan as make_plan
 from plans.io import plan_to_json, write_text_atomically
 from plans.plan import JsonValue, Plan
 
@@ -139,8 +139,8 @@ def _write_plans(directory: str, auto: Plan, baselines: Sequence[Baseline]) -> l
 @click.option(
     "--microbatches",
     type=click.IntRange(min=1),
-    help="Microbatches per iteration for every plan. Default: each plan searches the powers "
-    "of two up to 64 that divide the batch.",
+    help="Microbatches per iteration for every plan. Default: each plan searches the divisors "
+    "of the batch, coarse to fine, as the planner does.",
 )
 @click.option(
     "--baseline",
@@ -185,18 +185,10 @@ def compare_command(
     graph, cluster_spec, measured = load_inputs(
         model, cluster, batch_size, dims, hosts, dtype, calibration
     )
-    options = PlanOptions(
-        dtype=dtype,
-        optimizer=optimizer,
-        microbatches=microbatches,
-        schedule=schedule,
-        memory_fraction=memory_fraction,
-        ilp_time_limit_s=ilp_time_limit,
-        compute=measured,
-    )
+    options = plan_options(click.get_current_context().params, measured)
     workers = jobs or os.cpu_count() or 1
     with progress_bar() as progress:
-        auto = auto_plan(graph, cluster_spec, options, jobs=workers, progress=progress)
+        auto = make_plan(graph, cluster_spec, options, progress, workers)
         baselines = all_baselines(
             graph, cluster_spec, options, jobs=workers, progress=progress, only=only or BASELINES
         )

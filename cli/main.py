@@ -15,13 +15,12 @@ import click
 from rich.markup import escape
 
 from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
-from cli.arguments import input_options, load_inputs
+from cli.arguments import input_options, load_inputs, plan_options
 from cli.render import error_console, print_plan_summary, progress_bar
 from planner import __version__
-from planner.options import MODES, OBJECTIVES, SUBMESH_SPACES, PlanOptions
-from planner.reshard import ReshardRules
+from planner.mesh_shapes import SUBMESH_SPACES
+from planner.options import MODES, OBJECTIVES
 from planner.search import plan as make_plan
-from planner.strategies import StrategyOptions
 from plans.errors import InfeasibleError, InputError
 from plans.io import plan_to_json, write_text_atomically
 from plans.plan import Plan
@@ -141,31 +140,7 @@ def plan_command(
     graph, cluster_spec, measured = load_inputs(
         model, cluster, batch_size, dims, hosts, dtype, calibration
     )
-    options = PlanOptions(
-        mode=mode,
-        dtype=dtype,
-        optimizer=optimizer,
-        microbatches=microbatches,
-        schedule=schedule,
-        memory_fraction=memory_fraction,
-        search="intra-only" if intra_only else "pipeshard",
-        layers=layers,
-        submesh_space=submesh_space,
-        objective=objective,
-        remat=remat,
-        ilp_time_limit_s=ilp_time_limit,
-        strategy=StrategyOptions(
-            zero="auto" if zero is None else ("on" if zero else "off"),
-            force_data_parallel=force_data_parallel,
-            force_batch_dim_to_mesh_dim=(
-                None if force_batch_dim_to_mesh_dim is None else int(force_batch_dim_to_mesh_dim)
-            ),
-        ),
-        reshard=ReshardRules(
-            allow_all_to_all=not no_all_to_all, allow_all_gather=not no_all_gather
-        ),
-        compute=measured,
-    )
+    options = plan_options(click.get_current_context().params, measured)
     with progress_bar() as progress:
         result = make_plan(graph, cluster_spec, options, progress, jobs or os.cpu_count() or 1)
     text = plan_to_json(result)

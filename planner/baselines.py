@@ -18,10 +18,8 @@ parallelisation strategies, not cost models.
 - intra-op only: Alpa's ShardParallel (`planner.search.plan_intra_only`), the best B;
 - inter-op only: the full pipeline search with every stage data parallel.
 
-Microbatch counts: the given list (by default the powers of two up to 64 that divide the batch).
-A pipeline is tried at every count; a one-stage plan only costs more per iteration with more
-microbatches (more per-microbatch latencies) once it fits, so its counts are tried in ascending
-order and the search stops at the first count that fits and does not beat the one before.
+Microbatch counts: the search's own policy (`planner/microbatches.py`), for each configuration
+of each baseline: the given count, or coarse to fine over the divisors of the batch.
 
 A baseline that fits nowhere is still returned, `fits=False`, with the plan that needs the least
 memory (its peak memory tells by how much it misses).
@@ -39,21 +37,22 @@ from planner.graph import Graph, Op, Subgraph, split_batch
 from planner.intra_op import PreparedStage, StageSharding, prepare_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice, cluster_layers, scoped_units
-from planner.options import PlanOptions
-from planner.pipeshard import (
+from planner.microbatches import search_counts
+from planner.options import PlanOptions, Search
+from planner.pipeline_time import in_flight
+from planner.placement import pack_devices
+from planner.plan_assembly import (
+    assemble_plan,
     build_transfers,
-    in_flight,
     layer_records,
-    pack_devices,
     stage_from_sharding,
 )
-from planner.search import assemble_plan, intra_op_settings, plan, plan_intra_only
+from planner.progress import Progress
+from planner.search import plan
+from planner.shard_parallel import plan_intra_only
 from planner.strategies import StrategyOptions
 from plans.errors import InfeasibleError
 from plans.plan import JsonValue, Plan, Stage
-
-# Microbatch counts tried when none is given: powers of two up to 64 that divide the batch.
-DEFAULT_MICROBATCH_COUNTS = (1, 2, 4, 8, 16, 32, 64)
 
 BASELINES = (
     "data-parallel",
@@ -64,8 +63,6 @@ BASELINES = (
     "intra-only",
     "inter-only",
 )
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ class BaselineContext:
 
     @property
     def budget_bytes(self) -> float:
-        return self.cluster.gpu.memory_bytes * self.options.memory_fraction
+        return self.options.memory_budget_bytes(self.cluster)
 
     def ops(self, spec: StageSpec) -> tuple[Op, ...]:
         return tuple(self.typed.ops[self.layers[spec.first].start : self.layers[spec.last].stop])
@@ -171,7 +168,7 @@ class BaselineContext:
     ) -> PreparedStage:
         if key not in self._prepared:
             options = replace(self.options, microbatches=microbatches, strategy=strategy)
-            settings = intra_op_settings(options, self.cluster, in_flight=holds)
+            settings = options.intra_op_settings(self.cluster, in_flight=holds)
             mesh = logical_mesh(self.cluster, spec.submesh, spec.mesh_shape)
             stage = Subgraph(ops, split_batch(self.typed.tensors, microbatches))
             self._prepared[key] = prepare_stage(stage, mesh, self.cluster.gpu, settings)
@@ -253,17 +250,6 @@ def explicit_plan(
     )
 
 
-def microbatch_counts(
-    batch_size: int, counts: Sequence[int] | None = None, given: int | None = None
-) -> tuple[int, ...]:
-    """`given` (the options' fixed count) when set; else the counts of `counts` (default
-    `DEFAULT_MICROBATCH_COUNTS`) that divide the batch."""
-    if given is not None:
-        return (given,)
-    found = tuple(b for b in (counts or DEFAULT_MICROBATCH_COUNTS) if batch_size % b == 0)
-    return found or (1,)
-
-
 def _fits(plan_: Plan, context: BaselineContext) -> bool:
     return plan_.estimate.peak_memory_bytes <= context.budget_bytes
 
@@ -313,44 +299,55 @@ def _one_stage(
     name: str,
     meshes: Sequence[tuple[int, int]],
     strategy: StrategyOptions,
-    counts: Sequence[int],
     extra: Callable[[tuple[int, int]], Mapping[str, JsonValue]] | None = None,
 ) -> Baseline:
     """A one-stage baseline on the whole cluster: the best logical mesh of `meshes` and
-    microbatch count (ascending counts, stopping as the module says)."""
+    microbatch count."""
     cluster = context.cluster
     best = _Best(context.budget_bytes)
     whole = (cluster.hosts, cluster.gpus_per_host)
-    spec_of = {shape: StageSpec(0, len(context.layers) - 1, whole, shape) for shape in meshes}
     for shape in meshes:
-        previous: float | None = None
-        for microbatches in counts:
-            if not _batch_divides(context, microbatches, _batch_ways(strategy, shape)):
-                continue
-            parameters: dict[str, JsonValue] = {
-                "logical_mesh": shape,
-                "microbatches": microbatches,
-                **(extra(shape) if extra else {}),
-            }
-            search: dict[str, JsonValue] = {
-                "algorithm": f"baseline: {name}",
-                "parameters": parameters,
-            }
-            try:
-                candidate = explicit_plan(
-                    context, [spec_of[shape]], microbatches, strategy, search, best.cutoff_s
-                )
-            except CutoffExceeded:
-                if best.fits and previous is not None:
-                    break
-                continue
-            best.offer(candidate, parameters)
-            if _fits(candidate, context):
-                time_s = candidate.estimate.iteration_time_s
-                if previous is not None and time_s >= previous:
-                    break
-                previous = time_s
+        offer = _offering(
+            context,
+            best,
+            name,
+            [StageSpec(0, len(context.layers) - 1, whole, shape)],
+            strategy,
+            _batch_ways(strategy, shape),
+            {"logical_mesh": shape, **(extra(shape) if extra else {})},
+        )
+        search_counts(context.graph.batch_size, context.options.microbatches, offer)
     return best.result(name)
+
+
+def _offering(
+    context: BaselineContext,
+    best: _Best,
+    name: str,
+    specs: Sequence[StageSpec],
+    strategy: StrategyOptions,
+    batch_ways: int,
+    parameters: Mapping[str, JsonValue],
+) -> Callable[[int], float]:
+    """The objective of one configuration for the microbatch search: build its plan at a count
+    and offer it to `best`; its iteration time, inf when it does not fit, cannot beat the best,
+    or the batch does not split `batch_ways` ways per microbatch."""
+
+    def objective_s(microbatches: int) -> float:
+        if not _batch_divides(context, microbatches, batch_ways):
+            return math.inf
+        recorded: dict[str, JsonValue] = {**parameters, "microbatches": microbatches}
+        search: dict[str, JsonValue] = {"algorithm": f"baseline: {name}", "parameters": recorded}
+        try:
+            candidate = explicit_plan(context, specs, microbatches, strategy, search, best.cutoff_s)
+        except CutoffExceeded:
+            return math.inf
+        best.offer(candidate, recorded)
+        if not _fits(candidate, context):
+            return math.inf
+        return candidate.estimate.iteration_time_s
+
+    return objective_s
 
 
 def _batch_ways(strategy: StrategyOptions, shape: tuple[int, int]) -> int:
@@ -370,7 +367,6 @@ def data_parallel(
     cluster: Cluster,
     options: PlanOptions,
     zero: str = "off",
-    counts: Sequence[int] | None = None,
     context: BaselineContext | None = None,
 ) -> Baseline:
     """Data parallel on every GPU; `zero` "off", "zero2" or "zero3"."""
@@ -381,12 +377,7 @@ def data_parallel(
     name = {"off": "data-parallel", "zero2": "zero2", "zero3": "zero3"}[zero]
     strategy = StrategyOptions(zero=zero, force_data_parallel=True)
     return _one_stage(
-        context,
-        name,
-        meshes,
-        strategy,
-        microbatch_counts(graph.batch_size, counts, options.microbatches),
-        lambda shape: {"dp": cluster.num_devices, "zero": zero},
+        context, name, meshes, strategy, lambda shape: {"dp": cluster.num_devices, "zero": zero}
     )
 
 
@@ -400,7 +391,6 @@ def deepspeed(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
-    counts: Sequence[int] | None = None,
     context: BaselineContext | None = None,
 ) -> Baseline:
     """ZeRO data parallelism plus tensor parallelism inside a host, no pipeline."""
@@ -416,7 +406,6 @@ def deepspeed(
         "deepspeed",
         meshes,
         strategy,
-        microbatch_counts(graph.batch_size, counts, options.microbatches),
         lambda shape: {"dp": shape[0], "tp": shape[1], "zero": "on"},
     )
 
@@ -485,102 +474,62 @@ def megatron(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
-    counts: Sequence[int] | None = None,
     context: BaselineContext | None = None,
 ) -> Baseline:
     """Megatron-LM 3D parallelism: the best (dp, tp, pp, B)."""
     context = context or BaselineContext(graph, cluster, options)
     best = _Best(context.budget_bytes)
     for dp, tp, pp in megatron_configurations(cluster, len(context.layers)):
-        specs = megatron_specs(context, dp, tp, pp)
-        for microbatches in microbatch_counts(graph.batch_size, counts, options.microbatches):
-            if not _batch_divides(context, microbatches, dp):
-                continue
-            parameters: dict[str, JsonValue] = {
-                "dp": dp,
-                "tp": tp,
-                "pp": pp,
-                "microbatches": microbatches,
-            }
-            search: dict[str, JsonValue] = {
-                "algorithm": "baseline: megatron",
-                "parameters": parameters,
-            }
-            try:
-                candidate = explicit_plan(
-                    context, specs, microbatches, MEGATRON_STRATEGY, search, best.cutoff_s
-                )
-            except CutoffExceeded:
-                continue
-            best.offer(candidate, parameters)
+        offer = _offering(
+            context,
+            best,
+            "megatron",
+            megatron_specs(context, dp, tp, pp),
+            MEGATRON_STRATEGY,
+            dp,
+            {"dp": dp, "tp": tp, "pp": pp},
+        )
+        search_counts(graph.batch_size, options.microbatches, offer)
     return best.result("megatron")
 
 
-def _over_counts(
-    name: str,
-    build: Callable[[int], Plan],
-    counts: Sequence[int],
-    budget_bytes: float,
-    stop_early: bool,
-) -> Baseline:
-    """The best plan `build(B)` over the microbatch counts; infeasible counts are skipped."""
-    best = _Best(budget_bytes)
-    previous: float | None = None
-    notes = []
-    for microbatches in counts:
+def intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Baseline:
+    """Alpa's ShardParallel: the whole model as one stage, the best logical mesh by the ILP,
+    at the best microbatch count."""
+    best = _Best(options.memory_budget_bytes(cluster))
+    notes: list[str] = []
+
+    def objective_s(microbatches: int) -> float:
         try:
-            candidate = build(microbatches)
+            found = plan_intra_only(graph, cluster, replace(options, microbatches=microbatches))
         except InfeasibleError as error:
             notes.append(f"{microbatches} microbatches: {error}")
-            continue
-        best.offer(candidate, {"microbatches": microbatches})
-        time_s = candidate.estimate.iteration_time_s
-        if stop_early and previous is not None and time_s >= previous:
-            break
-        previous = time_s
-    return best.result(name, "" if best.plan is not None else "; ".join(notes[-1:]))
+            return math.inf
+        best.offer(found, {"microbatches": microbatches})
+        return found.estimate.iteration_time_s
 
-
-def intra_only(
-    graph: Graph, cluster: Cluster, options: PlanOptions, counts: Sequence[int] | None = None
-) -> Baseline:
-    """Alpa's ShardParallel: the whole model as one stage, the best logical mesh by the ILP."""
-    found = _over_counts(
-        "intra-only",
-        lambda b: plan_intra_only(graph, cluster, replace(options, microbatches=b)),
-        microbatch_counts(graph.batch_size, counts, options.microbatches),
-        cluster.gpu.memory_bytes * options.memory_fraction,
-        stop_early=True,
-    )
-    if found.plan is not None:
-        mesh = found.plan.stages[0].logical_mesh
-        found = replace(found, parameters={**found.parameters, "logical_mesh": mesh})
-    return found
+    search_counts(graph.batch_size, options.microbatches, objective_s)
+    result = best.result("intra-only", "" if best.plan is not None else "; ".join(notes[-1:]))
+    if result.plan is not None:
+        mesh = result.plan.stages[0].logical_mesh
+        result = replace(result, parameters={**result.parameters, "logical_mesh": mesh})
+    return result
 
 
 INTER_ONLY_STRATEGY = StrategyOptions(force_data_parallel=True)
 
 
-def inter_only(
-    graph: Graph,
-    cluster: Cluster,
-    options: PlanOptions,
-    counts: Sequence[int] | None = None,
-    jobs: int = 1,
-) -> Baseline:
-    """A pipeline of data-parallel stages: the full inter-op search, every stage forced to
-    split only the batch."""
-    forced = replace(options, strategy=INTER_ONLY_STRATEGY, search="pipeshard")
-    found = _over_counts(
-        "inter-only",
-        lambda b: plan(graph, cluster, replace(forced, microbatches=b), jobs=jobs),
-        microbatch_counts(graph.batch_size, counts, options.microbatches),
-        cluster.gpu.memory_bytes * options.memory_fraction,
-        stop_early=False,
-    )
-    if found.plan is not None:
-        found = replace(found, parameters={**found.parameters, **pipeline_shape(found.plan)})
-    return found
+def inter_only(graph: Graph, cluster: Cluster, options: PlanOptions, jobs: int = 1) -> Baseline:
+    """A pipeline of data-parallel stages: the full inter-op search (its own microbatch search
+    included), every stage forced to split only the batch."""
+    forced = replace(options, strategy=INTER_ONLY_STRATEGY, search=Search.PIPESHARD)
+    best = _Best(options.memory_budget_bytes(cluster))
+    try:
+        found = plan(graph, cluster, forced, jobs=jobs)
+    except InfeasibleError as error:
+        return best.result("inter-only", str(error))
+    best.offer(found, {"microbatches": found.settings.microbatches, **pipeline_shape(found)})
+    return best.result("inter-only")
 
 
 def pipeline_shape(plan_: Plan) -> dict[str, JsonValue]:
@@ -592,41 +541,10 @@ def pipeline_shape(plan_: Plan) -> dict[str, JsonValue]:
     }
 
 
-def auto_plan(
-    graph: Graph,
-    cluster: Cluster,
-    options: PlanOptions,
-    counts: Sequence[int] | None = None,
-    jobs: int = 1,
-    progress: Progress | None = None,
-) -> Plan:
-    """The search's plan, over the same microbatch counts as the baselines (each count its own
-    search; the fastest wins). Raises `InfeasibleError` when no count fits."""
-    if options.microbatches is not None:
-        return plan(graph, cluster, options, progress, jobs)
-    best: Plan | None = None
-    last_error: InfeasibleError | None = None
-    for microbatches in microbatch_counts(graph.batch_size, counts, options.microbatches):
-        try:
-            found = plan(
-                graph, cluster, replace(options, microbatches=microbatches), progress, jobs
-            )
-        except InfeasibleError as error:
-            last_error = error
-            continue
-        if best is None or found.estimate.iteration_time_s < best.estimate.iteration_time_s:
-            best = found
-    if best is None:
-        assert last_error is not None
-        raise last_error
-    return best
-
-
 def all_baselines(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
-    counts: Sequence[int] | None = None,
     jobs: int = 1,
     progress: Progress | None = None,
     only: Sequence[str] = BASELINES,
@@ -635,13 +553,13 @@ def all_baselines(
     the microbatch count of every baseline."""
     context = BaselineContext(graph, cluster, options)
     builders: dict[str, Callable[[], Baseline]] = {
-        "data-parallel": lambda: data_parallel(graph, cluster, options, "off", counts, context),
-        "zero2": lambda: data_parallel(graph, cluster, options, "zero2", counts, context),
-        "zero3": lambda: data_parallel(graph, cluster, options, "zero3", counts, context),
-        "megatron": lambda: megatron(graph, cluster, options, counts, context),
-        "deepspeed": lambda: deepspeed(graph, cluster, options, counts, context),
-        "intra-only": lambda: intra_only(graph, cluster, options, counts),
-        "inter-only": lambda: inter_only(graph, cluster, options, counts, jobs),
+        "data-parallel": lambda: data_parallel(graph, cluster, options, "off", context),
+        "zero2": lambda: data_parallel(graph, cluster, options, "zero2", context),
+        "zero3": lambda: data_parallel(graph, cluster, options, "zero3", context),
+        "megatron": lambda: megatron(graph, cluster, options, context),
+        "deepspeed": lambda: deepspeed(graph, cluster, options, context),
+        "intra-only": lambda: intra_only(graph, cluster, options),
+        "inter-only": lambda: inter_only(graph, cluster, options, jobs),
     }
     chosen = [name for name in BASELINES if name in only]
     results = []

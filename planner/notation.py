@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from planner.graph import Op, Tensor
+from planner.graph import Graph, Op, Tensor
 
 Labels = tuple[str, ...]
 
@@ -739,3 +739,10 @@ _RULES: Mapping[str, Rule] = {
     "Range": _source,
     "ConstantOfShape": _source,
 }
+
+
+def unknown_op_types(graph: Graph) -> tuple[str, ...]:
+    """The op types of `graph` that no rule knows: they run replicated (and plans say so)."""
+    return tuple(
+        sorted({op.op_type for op in graph.ops if not notation_of(op, graph.tensors).known})
+    )

@@ -17,7 +17,6 @@ from planner.baselines import (
     MEGATRON_STRATEGY,
     Baseline,
     all_baselines,
-    auto_plan,
     even_split,
     megatron_configurations,
     megatron_plan,
@@ -26,6 +25,7 @@ from planner.graph import Graph, Subgraph
 from planner.intra_op import IntraOpSettings, solve_stage
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
+from planner.search import plan
 from planner.strategies import StrategyOptions
 from plans.check import ModelFacts, check_plan
 from plans.plan import Plan
@@ -56,7 +56,7 @@ def gpt() -> Graph:
 def compared(gpt: Graph) -> tuple[Plan, tuple[Baseline, ...]]:
     cluster = v100_cluster()
     options = PlanOptions(microbatches=MICROBATCHES)
-    return auto_plan(gpt, cluster, options), all_baselines(gpt, cluster, options)
+    return plan(gpt, cluster, options), all_baselines(gpt, cluster, options)
 
 
 def _facts(graph: Graph, plan: Plan) -> ModelFacts:
@@ -86,7 +86,7 @@ def test_auto_is_never_slower_than_the_best_baseline(
 ) -> None:
     auto, baselines = compared
     best = min(b.iteration_time_s for b in baselines if b.fits)
-    # The chosen stages are solved whole (planner/pipeshard.py: polish_stages), so the search
+    # The chosen stages are solved whole (planner/polish.py: polish_stages), so the search
     # is never slower than the hand-written plans it could have found.
     assert auto.estimate.iteration_time_s <= best
     # and clearly faster than plain data parallelism over the slow inter-host link

@@ -94,19 +94,10 @@ def test_dp_equals_exhaustive_enumeration(
 
 
 def _search(batch_size: int, objective: dict[int, float]) -> list[int]:
-    """The counts `search_pipelines` tries, in order, when each count's objective is given."""
-    from planner.pipeshard import microbatch_counts, refined_counts
+    """The counts the microbatch search tries, in order, when each count's objective is given."""
+    from planner.microbatches import search_counts
 
-    seen: dict[int, float] = {}
-    order: list[int] = []
-    pending = list(microbatch_counts(batch_size, None))
-    while pending:
-        count = pending.pop(0)
-        seen[count] = objective[count]
-        order.append(count)
-        if not pending:
-            pending = [c for c in refined_counts(batch_size, seen) if c not in seen]
-    return order
+    return list(search_counts(batch_size, None, objective.__getitem__))
 
 
 @settings(max_examples=300)
@@ -122,7 +113,7 @@ def test_the_microbatch_search_finds_the_best_divisor_of_a_unimodal_objective(
     """Unimodal in log(count), with the smallest counts infeasible (too much memory)."""
     import math
 
-    from planner.pipeshard import divisors
+    from planner.microbatches import divisors
 
     def value(count: int) -> float:
         if count < infeasible_below:

@@ -13,10 +13,13 @@ from cost_models.cluster import Cluster, Gpu, Link
 from cost_models.cluster_yaml import load_cluster
 from planner.graph import split_batch
 from planner.layers import cluster_layers
+from planner.memory_bound import memory_lower_bound_bytes
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
-from planner.pipeshard import _search_count, memory_lower_bound_bytes, pack_devices
-from planner.search import intra_op_settings, plan, plan_intra_only
+from planner.pipeshard import _search_count
+from planner.placement import pack_devices
+from planner.search import plan
+from planner.shard_parallel import plan_intra_only
 from planner.stage_costs import StageCostTable
 from plans.errors import InputError
 
@@ -163,7 +166,7 @@ def test_remat_keeps_layer_inputs_only_and_pays_a_forward(tmp_path: Path) -> Non
     tensors = split_batch(typed.tensors, 4)
     ranges = {}
     for remat in (False, True):
-        settings = intra_op_settings(PlanOptions(microbatches=4, remat=remat), small)
+        settings = PlanOptions(microbatches=4, remat=remat).intra_op_settings(small)
         table = StageCostTable(typed.subgraph(tensors=tensors), layers, small, settings)
         ranges[remat] = table.range_plans(0, 3, (1, 4))[0]  # the whole model, unlimited memory
     plain, remat = ranges[False], ranges[True]
@@ -190,7 +193,7 @@ def test_a_tied_embedding_is_held_once_per_stage() -> None:
     graph = load_onnx(MODELS / "gpt-tiny.onnx", batch_size=16).cast_floats("float16")
     layers = cluster_layers(graph)
     small = cluster(1, 4, 100e9)
-    settings = intra_op_settings(PlanOptions(microbatches=1), small)
+    settings = PlanOptions(microbatches=1).intra_op_settings(small)
     table = StageCostTable(graph.subgraph(), layers, small, settings)
     whole = table.range_plans(0, 1, (1, 4))[0]
     each = [table.range_plans(k, k, (1, 4))[0] for k in (0, 1)]
@@ -231,7 +234,7 @@ def test_full_search_is_never_slower_than_one_stage_on_the_whole_cluster(
     # The table composes single-layer ILPs and charges the resharding between them; for these
     # models on one DGX H100 that made the DP prefer pipelines 1.07x (bert-base, B=1) to 2.4x
     # (wide-resnet-tiny, B=2) slower than ShardParallel, which the search also covers. The
-    # whole-model ILP (planner/pipeshard.py: exact_one_stage) restores the guarantee.
+    # whole-model ILP (planner/polish.py: exact_one_stage) restores the guarantee.
     cluster = load_cluster(CLUSTERS / "dgx-h100.yaml", hosts=1)
     graph = load_onnx(MODELS / f"{name}.onnx", batch_size=16)
     options = PlanOptions(microbatches=microbatches)
@@ -252,15 +255,15 @@ def test_memory_lower_bound_known_answer(tmp_path: Path) -> None:
     # and layer 1's input x0 is saved by no op of layer 0, as the layer ILPs charge it).
     graph = load_onnx(stacked(tmp_path, layers=2, hidden=64, batch=32), batch_size=32)
     typed = graph.cast_floats("float16")
-    settings = intra_op_settings(PlanOptions(microbatches=4), cluster(1, 2, 1e9))
+    settings = PlanOptions(microbatches=4).intra_op_settings(cluster(1, 2, 1e9))
     bound = memory_lower_bound_bytes(
-        typed.ops, split_batch(typed.tensors, 4), cluster_layers(typed), settings
+        typed.subgraph(tensors=split_batch(typed.tensors, 4)), cluster_layers(typed), settings
     )
     assert bound == 16 * 2 * 2 * 64 * 256 + 2 * (8 * 64 + 2 * 8 * 256)
-    inference = intra_op_settings(PlanOptions(mode="infer", microbatches=4), cluster(1, 2, 1e9))
+    inference = PlanOptions(mode="infer", microbatches=4).intra_op_settings(cluster(1, 2, 1e9))
     assert (
         memory_lower_bound_bytes(
-            typed.ops, split_batch(typed.tensors, 4), cluster_layers(typed), inference
+            typed.subgraph(tensors=split_batch(typed.tensors, 4)), cluster_layers(typed), inference
         )
         == 2 * 2 * 64 * 256 * 2
     )
@@ -276,11 +279,11 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
     skipped, found = [], []
     for count in (1, 2, 4, 8, 16):
         options = PlanOptions(microbatches=count)
-        settings = intra_op_settings(options, small)
-        tensors = split_batch(typed.tensors, count)
-        bound = memory_lower_bound_bytes(typed.ops, tensors, layers, settings)
+        settings = options.intra_op_settings(small)
+        model = typed.subgraph(tensors=split_batch(typed.tensors, count))
+        bound = memory_lower_bound_bytes(model, layers, settings)
         choice, _ = _search_count(
-            typed, tensors, small, options, layers, settings, [(1, 1), (1, 2)], None, None, 1
+            model, small, options, layers, settings, ((1, 1), (1, 2)), None, None, 1
         )
         if bound > small.num_devices * settings.memory_budget_bytes:
             skipped.append(count)

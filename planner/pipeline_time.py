@@ -1,0 +1,40 @@
+"""The pipeline time model: what an iteration of a pipeline of stages costs.
+
+With B microbatches and stages k = 1..S, where one microbatch takes t_k on stage k (forward,
+backward, in-stage collectives and receiving from the stage before) and the stage's
+once-per-iteration work (gradient sync, optimizer step) takes u_k,
+
+    T = sum_k t_k + (B - 1) max_k t_k + sum_k u_k
+
+the fill and drain of the pipeline plus B - 1 beats of its slowest stage (Alpa, OSDI'22, eq. 2),
+with the once-per-iteration work charged one stage after another. The DP (`planner/inter_op.py`),
+the polishing of chosen stages and the plan's estimate all read this one formula. Inference
+runs forwards only and has no once-per-iteration work.
+
+Memory follows the schedule: with 1F1B (PipeDream-flush) stage k of S holds the activations of
+min(S - k, B) microbatches at once; with GPipe every stage holds all B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from planner.options import Schedule
+
+
+def pipeline_iteration_s(
+    microbatch_s: Sequence[float], once_per_iteration_s: Sequence[float], microbatches: int
+) -> float:
+    """T = sum t + (B - 1) max t + sum u."""
+    return (
+        sum(microbatch_s)
+        + (microbatches - 1) * max(microbatch_s, default=0.0)
+        + sum(once_per_iteration_s)
+    )
+
+
+def in_flight(stage_index: int, num_stages: int, microbatches: int, schedule: Schedule) -> int:
+    """Microbatches whose activations a stage holds at once: 1F1B min(S - k, B); GPipe B."""
+    if schedule is Schedule.GPIPE:
+        return microbatches
+    return min(num_stages - stage_index, microbatches)

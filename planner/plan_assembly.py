@@ -1,0 +1,317 @@
+"""A plan from the search's choices: stages, transfers, layers and the estimate.
+
+The searches decide which ops run where and how (`planner/pipeshard.py`, `planner/
+shard_parallel.py`, `planner/baselines.py`); this module writes those decisions as the plan's
+values: each stage's ops, devices, logical mesh, per-op strategies and per-tensor specs, its
+time and memory; the tensors sent between stages; the layers; and the iteration estimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from cost_models.cluster import Cluster
+from cost_models.collectives import point_to_point_s
+from planner import __version__
+from planner.graph import Graph, Op, Tensor, TensorKind
+from planner.intra_op import StageSharding
+from planner.layers import LayerSlice
+from planner.options import PlanOptions, Schedule
+from planner.pipeline_time import in_flight, pipeline_iteration_s
+from planner.placement import Devices
+from planner.stage_costs import RangePlan, StageCostTable
+from planner.strategies import Strategy
+from plans.plan import (
+    ClusterInfo,
+    Estimate,
+    GpuInfo,
+    JsonValue,
+    Layer,
+    ModelInfo,
+    Plan,
+    PlannerInfo,
+    Settings,
+    Stage,
+    StageMemory,
+    StageTime,
+    Transfer,
+    frozen_map,
+)
+from plans.specs import ShardingSpec
+
+# Training FLOPs per forward FLOP: forward + backward (twice the forward for contractions).
+# The usual convention for model FLOP utilisation (Narayanan et al., SC'21, "Efficient
+# Large-Scale Language Model Training on GPU Clusters Using Megatron-LM", appendix).
+TRAINING_FLOPS_PER_FORWARD_FLOP = 3.0
+
+
+def build_stages(
+    graph: Graph,
+    pipeline: Sequence[RangePlan],
+    microbatches: int,
+    table: StageCostTable,
+    devices: Sequence[Devices],
+    schedule: Schedule,
+    cluster: Cluster,
+    exact: Mapping[int, StageSharding] | None = None,
+) -> tuple[Stage, ...]:
+    """The plan's stages: composed from the layers' plans in the cost table, or from `exact`
+    (`planner/polish.py`) where given."""
+    layers = table.layers
+    stages = []
+    for index, plan in enumerate(pipeline):
+        if exact and index in exact:
+            stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+            stages.append(
+                stage_from_sharding(
+                    index,
+                    graph,
+                    exact[index],
+                    cluster,
+                    tuple(op.name for op in stage_ops),
+                    tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
+                    devices[index],
+                    plan.transfer_s,
+                )
+            )
+            continue
+        shardings = []
+        strategies: dict[str, Strategy] = {}
+        for k in range(plan.first, plan.last + 1):
+            sharding, by_position = table.layer_sharding(
+                k, plan.submesh, plan.mesh.shape, plan.level
+            )
+            shardings.append(sharding)
+            layer_ops = graph.ops[layers[k].start : layers[k].stop]
+            strategies.update({op.name: s for op, s in zip(layer_ops, by_position, strict=True)})
+        stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
+        holds = in_flight(index, len(pipeline), microbatches, schedule)
+        repeated_parameters, repeated_gradients, repeated_optimizer = plan.repeated_state
+        parameters = sum(s.parameter_bytes for s in shardings) - repeated_parameters
+        gradients = sum(s.gradient_bytes for s in shardings) - repeated_gradients
+        optimizer = sum(s.optimizer_bytes for s in shardings) - repeated_optimizer
+        activations = plan.activation_bytes(holds)
+        stages.append(
+            Stage(
+                index=index,
+                layers=tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
+                ops=tuple(op.name for op in stage_ops),
+                devices=devices[index],
+                logical_mesh=plan.mesh.shape,
+                strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
+                shardings=frozen_map(_tensor_specs(graph, stage_ops, strategies)),  # type: ignore[arg-type]
+                time=StageTime(
+                    forward_s=sum(s.forward_s for s in shardings),
+                    backward_s=sum(s.backward_s for s in shardings),
+                    communication_s=sum(s.communication_s for s in shardings)
+                    + plan.resharding_s
+                    + plan.transfer_s,
+                    gradient_sync_s=plan.iteration_s,
+                    total_s=plan.time_s,
+                ),
+                memory=StageMemory(
+                    parameters_bytes=parameters,
+                    gradients_bytes=gradients,
+                    optimizer_bytes=optimizer,
+                    activations_bytes=activations,
+                    peak_bytes=parameters + gradients + optimizer + activations,
+                ),
+            )
+        )
+    return tuple(stages)
+
+
+def stage_from_sharding(
+    index: int,
+    graph: Graph,
+    sharding: StageSharding,
+    cluster: Cluster,
+    op_names: tuple[str, ...],
+    layers: tuple[str, ...] = (),
+    devices: tuple[tuple[int, int], ...] | None = None,
+    transfer_s: float = 0.0,
+) -> Stage:
+    """A plan stage from one ILP's sharding of its ops; `transfer_s` is what receiving from
+    earlier stages adds to each microbatch (communication)."""
+    shardings = {
+        name: str(spec)
+        for name, spec in sharding.specs.items()
+        if graph.tensors[name].kind is not TensorKind.CONSTANT
+    }
+    return Stage(
+        index=index,
+        layers=layers,
+        ops=op_names,
+        devices=devices
+        if devices is not None
+        else tuple(
+            (host, gpu) for host in range(cluster.hosts) for gpu in range(cluster.gpus_per_host)
+        ),
+        logical_mesh=sharding.mesh.shape,
+        strategies=frozen_map({name: s.name for name, s in sharding.strategies.items()}),  # type: ignore[arg-type]
+        shardings=frozen_map(shardings),  # type: ignore[arg-type]
+        time=StageTime(
+            forward_s=sharding.forward_s,
+            backward_s=sharding.backward_s,
+            communication_s=sharding.communication_s + transfer_s,
+            gradient_sync_s=sharding.iteration_s,
+            total_s=sharding.microbatch_s + transfer_s,
+        ),
+        memory=StageMemory(
+            parameters_bytes=sharding.parameter_bytes,
+            gradients_bytes=sharding.gradient_bytes,
+            optimizer_bytes=sharding.optimizer_bytes,
+            activations_bytes=sharding.activation_bytes,
+            peak_bytes=sharding.peak_bytes,
+        ),
+    )
+
+
+def _tensor_specs(
+    graph: Graph, ops: Sequence[Op], strategies: dict[str, Strategy]
+) -> dict[str, str]:
+    """Every non-constant tensor of the stage: as its producer leaves it, else as its first
+    consumer in the stage reads it (parameters, data inputs, tensors from earlier stages)."""
+    specs: dict[str, ShardingSpec] = {}
+    for op in ops:
+        strategy = strategies[op.name]
+        for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
+            if name and spec is not None:
+                specs[name] = spec
+    for op in ops:
+        strategy = strategies[op.name]
+        for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
+            if name and spec is not None:
+                specs.setdefault(name, spec)
+    return {
+        name: str(spec)
+        for name, spec in specs.items()
+        if graph.tensors[name].kind is not TensorKind.CONSTANT
+    }
+
+
+def build_transfers(
+    graph: Graph,
+    stages: Sequence[Stage],
+    cluster: Cluster,
+    microbatch_tensors: Mapping[str, Tensor],
+    training: bool,
+) -> tuple[Transfer, ...]:
+    """Every activation a stage reads from an earlier one: specs on both sides, bytes of one
+    microbatch, and the time to send it (and its gradient back, when training) over the link
+    that joins the two submeshes."""
+    stage_of = {name: stage.index for stage in stages for name in stage.ops}
+    producer = graph.producer
+    found: dict[tuple[str, int], Transfer] = {}
+    for stage in stages:
+        for name in stage.ops:
+            op = graph.op_by_name[name]
+            for tensor_name in op.present_inputs:
+                source_op = producer.get(tensor_name)
+                if (
+                    source_op is None
+                    or graph.tensors[tensor_name].kind is not TensorKind.ACTIVATION
+                ):
+                    continue
+                source = stages[stage_of[source_op.name]]
+                if source.index == stage.index or (tensor_name, stage.index) in found:
+                    continue
+                tensor = microbatch_tensors[tensor_name]
+                crosses = {h for h, _ in source.devices} != {h for h, _ in stage.devices}
+                link = cluster.inter_host if crosses else cluster.intra_host
+                per_device = tensor.size_bytes / len(stage.devices)
+                seconds = point_to_point_s(
+                    per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s
+                ) * (2 if training else 1)
+                found[(tensor_name, stage.index)] = Transfer(
+                    tensor=tensor_name,
+                    source_stage=source.index,
+                    destination_stage=stage.index,
+                    source_spec=source.shardings.get(tensor_name, ""),
+                    destination_spec=stage.shardings.get(tensor_name, ""),
+                    size_bytes=tensor.size_bytes,
+                    time_s=seconds,
+                )
+    return tuple(found[key] for key in sorted(found, key=lambda k: (k[1], k[0])))
+
+
+def layer_records(
+    graph: Graph, layers: Sequence[LayerSlice], dtype_graph: Graph
+) -> tuple[Layer, ...]:
+    records = []
+    for layer in layers:
+        ops = dtype_graph.ops[layer.start : layer.stop]
+        parameters = {
+            name
+            for op in ops
+            for name in op.present_inputs
+            if dtype_graph.tensors[name].kind is TensorKind.PARAMETER
+        }
+        records.append(
+            Layer(
+                name=layer.name,
+                ops=tuple(op.name for op in ops),
+                flops=sum(op.flops for op in graph.ops[layer.start : layer.stop]),
+                parameter_bytes=sum(dtype_graph.tensors[name].size_bytes for name in parameters),
+            )
+        )
+    return tuple(records)
+
+
+def assemble_plan(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    stages: tuple[Stage, ...],
+    search: Mapping[str, JsonValue],
+    layers: tuple[Layer, ...] = (),
+    transfers: tuple[Transfer, ...] = (),
+) -> Plan:
+    """A `Plan` around `stages`, with the iteration estimate of `planner/pipeline_time.py`."""
+    microbatches = options.microbatches or 1
+    iteration_s = pipeline_iteration_s(
+        [stage.time.total_s for stage in stages],
+        [stage.time.gradient_sync_s for stage in stages],
+        microbatches,
+    )
+    flops_per_iteration = graph.flops * (
+        TRAINING_FLOPS_PER_FORWARD_FLOP if options.training else 1.0
+    )
+    return Plan(
+        planner=PlannerInfo(version=__version__, options=frozen_map(options.record())),  # type: ignore[arg-type]
+        model=ModelInfo(
+            name=graph.name,
+            fingerprint=graph.fingerprint,
+            parameters=graph.parameter_count,
+            flops_per_sample=graph.flops / graph.batch_size,
+        ),
+        cluster=ClusterInfo(
+            name=cluster.name,
+            hosts=cluster.hosts,
+            gpus_per_host=cluster.gpus_per_host,
+            gpu=GpuInfo(
+                name=cluster.gpu.name,
+                memory_bytes=cluster.gpu.memory_bytes,
+                peak_flops=frozen_map(dict(cluster.gpu.peak_flops_by_dtype)),  # type: ignore[arg-type]
+                memory_bandwidth_bytes_per_s=cluster.gpu.memory_bandwidth_bytes_per_s,
+            ),
+        ),
+        settings=Settings(
+            mode=options.mode,
+            batch_size=graph.batch_size,
+            microbatches=microbatches,
+            schedule=options.schedule,
+            dtype=options.dtype,
+            optimizer=options.optimizer,
+        ),
+        layers=layers,
+        stages=stages,
+        transfers=transfers,
+        estimate=Estimate(
+            iteration_time_s=iteration_s,
+            samples_per_s=graph.batch_size / iteration_s,
+            tflops_per_gpu=flops_per_iteration / iteration_s / cluster.num_devices / 1e12,
+            peak_memory_bytes=max(stage.memory.peak_bytes for stage in stages),
+        ),
+        search=frozen_map(search),  # type: ignore[arg-type]
+    )

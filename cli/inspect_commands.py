@@ -17,13 +17,13 @@ from cli.diff_view import render_diff
 from cli.render import output_console
 from cli.show_view import render_plan
 from cost_models.cluster_yaml import load_cluster
-from planner.graph import split_batch
+from planner.graph import Graph, TensorKind, split_batch
 from planner.onnx_import import load_onnx
 from plans.check import ClusterFacts, ModelFacts, check_plan
 from plans.diff import Gates, diff_plans, diff_to_dict, gate_failures
 from plans.errors import InputError
 from plans.io import parse_json, plan_from_document, read_plan, read_text
-from plans.plan import Plan
+from plans.plan import SCHEMA, Plan
 from plans.schema import check_version
 from plans.summary import op_rows, plan_summary, tensor_rows
 
@@ -146,17 +146,31 @@ def diff_command(
 def check_command(plan: str, model: str | None, cluster: str | None) -> int:
     """Validate PLAN: schema, op placement, devices, meshes, specs, memory, fingerprint.
 
-    One line per problem on stdout; exit 1 if there is any.
+    The first line says which format version was read; then one line per problem on stdout
+    (or `ok`); exit 1 if there is any problem.
     """
     document = parse_json(read_text(plan), plan)
-    check_version(document, plan)
+    version = check_version(document, plan)
+    read = f"{plan}: read {version}"
+    click.echo(read if version == SCHEMA else f"{read} (converted to {SCHEMA})")
+    graph = _model_graph(model, document) if model else None
+    op_parameters = None
+    if graph is not None:
+        op_parameters = {
+            op.name: tuple(
+                dict.fromkeys(
+                    n for n in op.present_inputs if graph.tensors[n].kind is TensorKind.PARAMETER
+                )
+            )
+            for op in graph.ops
+        }
     try:
-        loaded = plan_from_document(document, plan)
+        loaded = plan_from_document(document, plan, op_parameters)
     except InputError as error:
         return _report(plan, [f"{error.field}: expected {error.expected}, found {error.found}"])
     problems = check_plan(
         loaded,
-        _model_facts(model, loaded) if model else None,
+        _model_facts(graph, loaded) if graph is not None else None,
         _cluster_facts(cluster, loaded) if cluster else None,
     )
     return _report(plan, [str(problem) for problem in problems])
@@ -171,8 +185,15 @@ def _report(plan: str, problems: list[str]) -> int:
     return exit_codes.OK
 
 
-def _model_facts(path: str, plan: Plan) -> ModelFacts:
-    graph = load_onnx(path, batch_size=plan.settings.batch_size)
+def _model_graph(path: str, document: Any) -> Graph:
+    """The model at the batch size the plan document records (validated later; a document
+    without one binds none)."""
+    settings = document.get("settings") if isinstance(document, dict) else None
+    batch = settings.get("batch_size") if isinstance(settings, dict) else None
+    return load_onnx(path, batch_size=batch if isinstance(batch, int) else None)
+
+
+def _model_facts(graph: Graph, plan: Plan) -> ModelFacts:
     shapes = split_batch(graph.tensors, plan.settings.microbatches)
     return ModelFacts(
         fingerprint=graph.fingerprint,

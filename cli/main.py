@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import click
 from rich.markup import escape
@@ -23,7 +23,6 @@ from planner.options import MODES, OBJECTIVES
 from planner.search import plan as make_plan
 from plans.errors import InfeasibleError, InputError
 from plans.io import plan_to_json, write_text_atomically
-from plans.plan import Plan
 
 _DEFAULT_COMMAND = "plan"
 
@@ -150,7 +149,7 @@ def plan_command(
         sys.stdout.flush()
     else:
         write_text_atomically(text, target)
-    for warning in [*graph.warnings, *plan_warnings(result)]:
+    for warning in [*graph.warnings, *result.search.warnings]:
         error_console().print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     print_plan_summary(
         result, written_to=None if target == "-" else target, seconds=time.perf_counter() - started
@@ -162,28 +161,6 @@ inspect_commands.register(cli)
 run_command.register(cli)
 profile_command.register(cli)
 compare_command.register(cli)
-
-
-def plan_warnings(plan: Plan) -> list[str]:
-    """What the user should know about how the plan was found."""
-    warnings = []
-    fallback = plan.search.get("replicated_fallback") or ()
-    if fallback:
-        assert isinstance(fallback, tuple | list)
-        warnings.append(
-            "op types without a sharding rule run replicated: " + ", ".join(map(str, fallback))
-        )
-    meshes = plan.search.get("meshes") or ()
-    for mesh in meshes if isinstance(meshes, tuple | list) else ():
-        if isinstance(mesh, Mapping) and mesh.get("status") == "time limit":
-            warnings.append(
-                f"the ILP for logical mesh {mesh.get('logical_mesh')} hit --ilp-time-limit; "
-                f"kept its best plan (gap {mesh.get('mip_gap')})"
-            )
-    timeouts = plan.search.get("layer_ilps_at_time_limit")
-    if isinstance(timeouts, int) and timeouts:
-        warnings.append(f"{timeouts} layer ILPs hit --ilp-time-limit; their best plans were kept")
-    return warnings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,7 +60,7 @@ def predicted_collectives(
         name = strategies.get(node.name)
         if name is None:
             continue
-        out_specs, in_specs = parse_strategy_name(name.split(" zero")[0])
+        out_specs, in_specs = parse_strategy_name(name)
         in_axes = {axis for spec in in_specs for axis in spec.axes}
         out_axes = {axis for spec in out_specs for axis in spec.axes}
         if (in_axes - out_axes) & live:

@@ -65,6 +65,15 @@ class OnnxModel:
         return frozenset(self.weights) | frozenset(self.missing_weights)
 
 
+def op_parameters(model: OnnxModel) -> dict[str, tuple[str, ...]]:
+    """Op name -> the trainable parameters it reads, in input order (for plans that record
+    ZeRO per op, `plans/io.py`)."""
+    return {
+        node.name: tuple(dict.fromkeys(n for n in node.inputs if n in model.parameters))
+        for node in model.nodes
+    }
+
+
 def load_model(path: str | Path) -> OnnxModel:
     """Read the model; weights from the file or its external data when present."""
     source = str(path)

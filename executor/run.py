@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from executor import distributed
-from executor.onnx_model import load_model
+from executor.onnx_model import load_model, op_parameters
 from executor.reference import max_relative_error, reference_outputs
 from executor.replicas import GradientSync
 from executor.runtime import PlanRuntime, RuntimeOptions, StageCollectives, timed
@@ -85,11 +85,11 @@ def run(
         raise InputError("--loss", "", f"one of {', '.join(LOSSES)}", repr(request.loss))
     distributed.start(distributed.from_environment(request.cluster))  # before any jax work
     processes = jax.process_count()
-    plan = read_plan(request.plan_path)
+    model = load_model(request.model_path)
+    plan = read_plan(request.plan_path, op_parameters(model))
     mode = request.mode or plan.settings.mode
     if mode not in MODES:
         raise InputError("--mode", "", f"one of {', '.join(MODES)}", repr(mode))
-    model = load_model(request.model_path)
     runtime = PlanRuntime(
         plan,
         model,

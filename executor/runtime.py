@@ -14,8 +14,8 @@
   partial sums on their devices until one all-reduce (or reduce-scatter) per iteration, as the
   plan charges them. Other stages leave the sum to XLA, inside every microbatch's backward
   (same values, more communication); `PlanRuntime.gradient_sync()` says which stage does what.
-- ZeRO: a parameter whose owning op has a `zero2` strategy keeps its gradient and optimizer
-  state sharded over the mesh axes it is replicated over (the gradient sum is a
+- ZeRO: a parameter the plan records as `zero2` on the stage that owns it keeps its gradient
+  and optimizer state sharded over the mesh axes it is replicated over (the gradient sum is a
   reduce-scatter, the updated weights are all-gathered); `zero3` stores the weights sharded
   too, and the stage gathers them where it reads them.
 - Precision (`RuntimeOptions.precision`): "plan" (the default) computes in the plan's dtype:
@@ -55,7 +55,7 @@ from executor.replicas import (
 )
 from executor.stages import ModelFacts, StageProgram, bind_plan, facts_from_model
 from plans.errors import InputError
-from plans.plan import Plan
+from plans.plan import Plan, ZeroStage
 from plans.specs import ShardingSpec
 
 Array = Any
@@ -178,24 +178,16 @@ class PlanRuntime:
     def sharding(self, name: str, stage: int) -> NamedSharding:
         return named(self.meshes[stage], self.programs[stage].specs.get(name))
 
-    def _zero_modes(self) -> dict[str, str]:
-        """Parameter -> 'zero2' or 'zero3', from the strategy of its owner's first op reading it
-        (the planner charges a parameter's state to its first consumer)."""
-        modes: dict[str, str] = {}
-        seen: set[str] = set()
+    def _zero_modes(self) -> dict[str, ZeroStage]:
+        """Parameter -> its ZeRO mode on the stage that owns it (the first that reads it), as
+        the plan records it, for the parameters whose state is sharded."""
+        modes: dict[str, ZeroStage] = {}
         for program in self.programs:
-            strategies = self.plan.stages[program.index].strategies
-            for node in program.nodes:
-                for name in node.inputs:
-                    if name not in program.parameters or name in seen:
-                        continue
-                    seen.add(name)
-                    if self.owner[name] != program.index:
-                        continue
-                    strategy = strategies.get(node.name, "")
-                    for mode in ("zero2", "zero3"):
-                        if strategy.endswith(" " + mode):
-                            modes[name] = mode
+            recorded = self.plan.stages[program.index].zero
+            for name in program.parameters:
+                mode = recorded.get(name, ZeroStage.NONE)
+                if self.owner[name] == program.index and mode is not ZeroStage.NONE:
+                    modes[name] = mode
         return modes
 
     def zero_sharding(self, name: str, stage: int) -> NamedSharding | None:
@@ -214,7 +206,7 @@ class PlanRuntime:
 
     def parameter_sharding(self, name: str, stage: int) -> NamedSharding:
         """Where a parameter's weights live between steps: its plan spec, or sharded (zero3)."""
-        if self.zero.get(name) == "zero3":
+        if self.zero.get(name) is ZeroStage.ZERO3:
             stored = self.zero_sharding(name, stage)
             if stored is not None:
                 return stored

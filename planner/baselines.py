@@ -52,7 +52,7 @@ from planner.search import plan
 from planner.shard_parallel import plan_intra_only
 from planner.strategies import StrategyOptions
 from plans.errors import InfeasibleError
-from plans.plan import JsonValue, Plan, Stage
+from plans.plan import JsonValue, Plan, SearchReport, Stage, frozen_map
 
 BASELINES = (
     "data-parallel",
@@ -203,7 +203,7 @@ def explicit_plan(
     specs: Sequence[StageSpec],
     microbatches: int,
     strategy: StrategyOptions,
-    search: Mapping[str, JsonValue],
+    search: SearchReport,
     cutoff_s: float = math.inf,
 ) -> Plan:
     """The plan of `specs` at `microbatches`, each stage sharded under `strategy`: stages on
@@ -337,7 +337,7 @@ def _offering(
         if not _batch_divides(context, microbatches, batch_ways):
             return math.inf
         recorded: dict[str, JsonValue] = {**parameters, "microbatches": microbatches}
-        search: dict[str, JsonValue] = {"algorithm": f"baseline: {name}", "parameters": recorded}
+        search = SearchReport(f"baseline: {name}", parameters=frozen_map(recorded))  # type: ignore[arg-type]
         try:
             candidate = explicit_plan(context, specs, microbatches, strategy, search, best.cutoff_s)
         except CutoffExceeded:
@@ -464,7 +464,7 @@ def megatron_plan(
     """Megatron-LM's plan for one (dp, tp, pp, B)."""
     context = context or BaselineContext(graph, cluster, options)
     parameters: dict[str, JsonValue] = {"dp": dp, "tp": tp, "pp": pp, "microbatches": microbatches}
-    search: dict[str, JsonValue] = {"algorithm": "baseline: megatron", "parameters": parameters}
+    search = SearchReport("baseline: megatron", parameters=frozen_map(parameters))  # type: ignore[arg-type]
     return explicit_plan(
         context, megatron_specs(context, dp, tp, pp), microbatches, MEGATRON_STRATEGY, search
     )

@@ -6,12 +6,10 @@ time u (gradient sync and optimizer step), and is usable as a stage that has at 
 `max_following` stages after it (its activations of in-flight microbatches must fit: with
 1F1B, stage k of S holds min(S - k, B) microbatches).
 
-With B microbatches the iteration time of stages 1..S is
+With B microbatches the iteration time of stages 1..S is the pipeline formula of
+`planner/pipeline_time.py`,
 
     T = sum_k t_k + (B - 1) max_k t_k + sum_k u_k
-
-(the pipeline formula; the gradient syncs are charged as if they ran one after another, which
-is exact when they share the inter-host links and conservative otherwise).
 
 The DP enumerates t_max over the distinct candidate times in ascending order; for each,
 
@@ -29,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from planner.pipeline_time import pipeline_iteration_s
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ class PipelineSolution:
 
 
 def pipeline_time_s(stages: Sequence[Candidate], microbatches: int) -> float:
-    """T = sum t + (B - 1) max t + sum u."""
-    times = [stage.time_s for stage in stages]
-    return sum(times) + (microbatches - 1) * max(times) + sum(stage.iteration_s for stage in stages)
+    """T = sum t + (B - 1) max t + sum u (`planner/pipeline_time.py`)."""
+    return pipeline_iteration_s(
+        [stage.time_s for stage in stages], [stage.iteration_s for stage in stages], microbatches
+    )
 
 
 def best_pipeline(

@@ -16,7 +16,7 @@ state + `in_flight` microbatches of kept activations.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Gpu
@@ -65,7 +65,8 @@ class StageSharding:
     forward_s: float  # one microbatch
     backward_s: float
     communication_s: float  # one microbatch: collectives inside ops and resharding between them
-    iteration_s: float  # once per iteration: gradient sync and optimizer step
+    gradient_sync_s: float  # once per iteration: gradient reduction (and ZeRO-2's gather)
+    optimizer_step_s: float  # once per iteration: the optimizer update
     parameter_bytes: int
     gradient_bytes: int
     optimizer_bytes: int
@@ -78,6 +79,15 @@ class StageSharding:
     @property
     def microbatch_s(self) -> float:
         return self.forward_s + self.backward_s + self.communication_s
+
+    @property
+    def iteration_s(self) -> float:
+        """Once per iteration: gradient sync and optimizer step."""
+        return self.gradient_sync_s + self.optimizer_step_s
+
+    @property
+    def state_bytes(self) -> int:
+        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -330,18 +340,12 @@ class PreparedStage:
             group_index, member = where[op.name]
             choice = groups[group_index].members[member][1][solution.choices[group_index]]
             chosen[op.name] = strategies[op.name][choice]
-        specs: dict[str, ShardingSpec] = {}
+        specs = tensor_specs(ops, chosen)
         resharding_s = 0.0
         for op in ops:
-            strategy = chosen[op.name]
-            for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
-                if name and spec is not None:
-                    specs[name] = spec
-            for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
-                if not name or spec is None:
-                    continue
-                specs.setdefault(name, spec)  # inputs and parameters: as their first reader wants
-                if name in producer and tensors[name].kind is TensorKind.ACTIVATION:
+            for name, spec in zip(op.inputs, chosen[op.name].input_specs, strict=True):
+                activation = name in producer and tensors[name].kind is TensorKind.ACTIVATION
+                if activation and spec is not None:
                     source = chosen[producer[name].name]
                     source_spec = source.output_specs[producer[name].outputs.index(name)]
                     resharding_s += reshard(name, source_spec, spec) / settings.microbatches
@@ -364,7 +368,8 @@ class PreparedStage:
             forward_s=sum(s.forward_s for s in strategies_chosen),
             backward_s=sum(s.backward_s for s in strategies_chosen),
             communication_s=sum(s.communication_s for s in strategies_chosen) + resharding_s,
-            iteration_s=sum(s.iteration_s for s in strategies_chosen),
+            gradient_sync_s=sum(s.gradient_sync_s for s in strategies_chosen),
+            optimizer_step_s=sum(s.optimizer_step_s for s in strategies_chosen),
             parameter_bytes=sum(s.parameter_bytes for s in strategies_chosen),
             gradient_bytes=sum(s.gradient_bytes for s in strategies_chosen),
             optimizer_bytes=sum(s.optimizer_bytes for s in strategies_chosen),
@@ -372,6 +377,21 @@ class PreparedStage:
             solution=solution,
             boundary_bytes=boundary_bytes,
         )
+
+
+def tensor_specs(ops: Sequence[Op], strategies: Mapping[str, Strategy]) -> dict[str, ShardingSpec]:
+    """Every labelled tensor of `ops` under `strategies`: as its producer leaves it, else as its
+    first reader wants it (parameters, data inputs, tensors from earlier stages)."""
+    specs: dict[str, ShardingSpec] = {}
+    for op in ops:
+        for name, spec in zip(op.outputs, strategies[op.name].output_specs, strict=True):
+            if name and spec is not None:
+                specs[name] = spec
+    for op in ops:
+        for name, spec in zip(op.inputs, strategies[op.name].input_specs, strict=True):
+            if name and spec is not None:
+                specs.setdefault(name, spec)
+    return specs
 
 
 def solve_stage(

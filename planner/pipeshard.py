@@ -33,7 +33,7 @@ from planner.polish import exact_one_stage, polish_stages
 from planner.progress import Progress
 from planner.stage_costs import RangePlan, StageCostTable
 from plans.errors import InfeasibleError
-from plans.plan import JsonValue, Plan
+from plans.plan import CountRecord, Plan, SearchReport
 
 # Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
 # first, "latency" by the sum of the stages.
@@ -85,16 +85,16 @@ def plan_pipeshard(
     )  # fmt: skip
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
-    search: dict[str, JsonValue] = {
-        "algorithm": "inter-op DP + intra-op ILP (PipeshardParallel)",
-        "layers": len(layers),
-        "submeshes": submesh_shapes(cluster, options.submesh_space),
-        "microbatches": tuple(tried),
-        "layer_ilps": choice.table.solves,
-        "layer_ilps_at_time_limit": choice.table.timeouts,
-        "stages_solved_whole": tuple(sorted(exact)),
-        "replicated_fallback": unknown_op_types(typed),
-    }
+    search = SearchReport(
+        algorithm="inter-op DP + intra-op ILP (PipeshardParallel)",
+        layers=len(layers),
+        submeshes=submesh_shapes(cluster, options.submesh_space),
+        microbatches=tuple(tried),
+        layer_ilps=choice.table.solves,
+        layer_ilps_at_time_limit=choice.table.timeouts,
+        stages_solved_whole=tuple(sorted(exact)),
+        replicated_fallback=unknown_op_types(typed),
+    )
     return assemble_plan(
         graph, cluster, chosen, stages, search, layer_records(graph, layers, typed), transfers
     )
@@ -107,11 +107,11 @@ def search_pipelines(
     layers: tuple[LayerSlice, ...],
     progress: Progress | None = None,
     jobs: int = 1,
-) -> tuple[PipelineChoice | None, list[dict[str, JsonValue]]]:
+) -> tuple[PipelineChoice | None, list[CountRecord]]:
     """The fastest pipeline over the microbatch counts; and a record of each count tried."""
     submeshes = submesh_shapes(cluster, options.submesh_space)
     best: PipelineChoice | None = None
-    records: list[dict[str, JsonValue]] = []
+    records: list[CountRecord] = []
 
     def objective_s(microbatches: int) -> float:
         nonlocal best
@@ -119,13 +119,7 @@ def search_pipelines(
         model = graph.subgraph(tensors=split_batch(graph.tensors, microbatches))
         bound = memory_lower_bound_bytes(model, layers, settings)
         if bound > cluster.num_devices * settings.memory_budget_bytes:
-            records.append(
-                {
-                    "microbatches": microbatches,
-                    "status": "infeasible",
-                    "memory_lower_bound_bytes": bound,
-                }
-            )
+            records.append(CountRecord(microbatches, "infeasible", memory_lower_bound_bytes=bound))
             return math.inf
         found, record = _search_count(
             model, cluster, options, layers, settings, submeshes, best, progress, jobs
@@ -151,7 +145,7 @@ def _search_count(
     best: PipelineChoice | None,
     progress: Progress | None,
     jobs: int,
-) -> tuple[PipelineChoice | None, dict[str, JsonValue]]:
+) -> tuple[PipelineChoice | None, CountRecord]:
     """The fastest pipeline at one microbatch count (the DP over the cost table, or the whole
     model as one exact stage), and the record of the count."""
     microbatches = settings.microbatches
@@ -176,15 +170,15 @@ def _search_count(
             microbatches, (whole.plan,), whole.objective_s, table, {0: whole.sharding}
         )
     if found is None:
-        return None, {"microbatches": microbatches, "status": "infeasible"}
-    return found, {
-        "microbatches": microbatches,
-        "status": "ok",
-        "objective_s": found.objective_s,
-        "stages": len(found.stages),
-        "candidates": len(candidates),
-        "one_stage_solved_whole": whole is not None,
-    }
+        return None, CountRecord(microbatches, "infeasible")
+    return found, CountRecord(
+        microbatches,
+        "ok",
+        objective_s=found.objective_s,
+        stages=len(found.stages),
+        candidates=len(candidates),
+        one_stage_solved_whole=whole is not None,
+    )
 
 
 def _slowest_stage_weight(options: PlanOptions, microbatches: int) -> int:

@@ -9,12 +9,13 @@ time and memory; the tensors sent between stages; the layers; and the iteration 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from cost_models.cluster import Cluster
 from cost_models.collectives import point_to_point_s
 from planner import __version__
 from planner.graph import Graph, Op, Tensor, TensorKind
-from planner.intra_op import StageSharding
+from planner.intra_op import StageSharding, tensor_specs
 from planner.layers import LayerSlice
 from planner.options import PlanOptions, Schedule
 from planner.pipeline_time import in_flight, pipeline_iteration_s
@@ -25,19 +26,19 @@ from plans.plan import (
     ClusterInfo,
     Estimate,
     GpuInfo,
-    JsonValue,
     Layer,
     ModelInfo,
     Plan,
     PlannerInfo,
+    SearchReport,
     Settings,
     Stage,
     StageMemory,
     StageTime,
     Transfer,
+    ZeroStage,
     frozen_map,
 )
-from plans.specs import ShardingSpec
 
 # Training FLOPs per forward FLOP: forward + backward (twice the forward for contractions).
 # The usual convention for model FLOP utilisation (Narayanan et al., SC'21, "Efficient
@@ -99,14 +100,16 @@ def build_stages(
                 devices=devices[index],
                 logical_mesh=plan.mesh.shape,
                 strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
-                shardings=frozen_map(_tensor_specs(graph, stage_ops, strategies)),  # type: ignore[arg-type]
+                shardings=_recorded_specs(graph, stage_ops, strategies),
+                zero=_zero_modes(graph, stage_ops, strategies),
                 time=StageTime(
                     forward_s=sum(s.forward_s for s in shardings),
                     backward_s=sum(s.backward_s for s in shardings),
                     communication_s=sum(s.communication_s for s in shardings)
                     + plan.resharding_s
                     + plan.transfer_s,
-                    gradient_sync_s=plan.iteration_s,
+                    gradient_sync_s=plan.gradient_sync_s,
+                    optimizer_step_s=plan.optimizer_step_s,
                     total_s=plan.time_s,
                 ),
                 memory=StageMemory(
@@ -133,11 +136,7 @@ def stage_from_sharding(
 ) -> Stage:
     """A plan stage from one ILP's sharding of its ops; `transfer_s` is what receiving from
     earlier stages adds to each microbatch (communication)."""
-    shardings = {
-        name: str(spec)
-        for name, spec in sharding.specs.items()
-        if graph.tensors[name].kind is not TensorKind.CONSTANT
-    }
+    ops = [graph.op_by_name[name] for name in op_names]
     return Stage(
         index=index,
         layers=layers,
@@ -149,12 +148,14 @@ def stage_from_sharding(
         ),
         logical_mesh=sharding.mesh.shape,
         strategies=frozen_map({name: s.name for name, s in sharding.strategies.items()}),  # type: ignore[arg-type]
-        shardings=frozen_map(shardings),  # type: ignore[arg-type]
+        shardings=_recorded_specs(graph, ops, sharding.strategies),
+        zero=_zero_modes(graph, ops, sharding.strategies),
         time=StageTime(
             forward_s=sharding.forward_s,
             backward_s=sharding.backward_s,
             communication_s=sharding.communication_s + transfer_s,
-            gradient_sync_s=sharding.iteration_s,
+            gradient_sync_s=sharding.gradient_sync_s,
+            optimizer_step_s=sharding.optimizer_step_s,
             total_s=sharding.microbatch_s + transfer_s,
         ),
         memory=StageMemory(
@@ -167,27 +168,30 @@ def stage_from_sharding(
     )
 
 
-def _tensor_specs(
-    graph: Graph, ops: Sequence[Op], strategies: dict[str, Strategy]
-) -> dict[str, str]:
-    """Every non-constant tensor of the stage: as its producer leaves it, else as its first
-    consumer in the stage reads it (parameters, data inputs, tensors from earlier stages)."""
-    specs: dict[str, ShardingSpec] = {}
+def _recorded_specs(
+    graph: Graph, ops: Sequence[Op], strategies: Mapping[str, Strategy]
+) -> Mapping[str, str]:
+    """The stage's tensor specs as the plan records them: every non-constant tensor."""
+    return frozen_map(  # type: ignore[return-value]
+        {
+            name: str(spec)
+            for name, spec in tensor_specs(ops, strategies).items()
+            if graph.tensors[name].kind is not TensorKind.CONSTANT
+        }
+    )
+
+
+def _zero_modes(
+    graph: Graph, ops: Sequence[Op], strategies: Mapping[str, Strategy]
+) -> Mapping[str, ZeroStage]:
+    """Every parameter the stage reads, held as the strategy of the first op reading it says
+    (that op owns it: `planner.intra_op.owned_parameters`)."""
+    modes: dict[str, ZeroStage] = {}
     for op in ops:
-        strategy = strategies[op.name]
-        for name, spec in zip(op.outputs, strategy.output_specs, strict=True):
-            if name and spec is not None:
-                specs[name] = spec
-    for op in ops:
-        strategy = strategies[op.name]
-        for name, spec in zip(op.inputs, strategy.input_specs, strict=True):
-            if name and spec is not None:
-                specs.setdefault(name, spec)
-    return {
-        name: str(spec)
-        for name, spec in specs.items()
-        if graph.tensors[name].kind is not TensorKind.CONSTANT
-    }
+        for name in op.present_inputs:
+            if graph.tensors[name].kind is TensorKind.PARAMETER and name not in modes:
+                modes[name] = strategies[op.name].zero
+    return frozen_map(modes)  # type: ignore[return-value]
 
 
 def build_transfers(
@@ -263,7 +267,7 @@ def assemble_plan(
     cluster: Cluster,
     options: PlanOptions,
     stages: tuple[Stage, ...],
-    search: Mapping[str, JsonValue],
+    search: SearchReport,
     layers: tuple[Layer, ...] = (),
     transfers: tuple[Transfer, ...] = (),
 ) -> Plan:
@@ -271,7 +275,7 @@ def assemble_plan(
     microbatches = options.microbatches or 1
     iteration_s = pipeline_iteration_s(
         [stage.time.total_s for stage in stages],
-        [stage.time.gradient_sync_s for stage in stages],
+        [stage.time.once_per_iteration_s for stage in stages],
         microbatches,
     )
     flops_per_iteration = graph.flops * (
@@ -313,5 +317,28 @@ def assemble_plan(
             tflops_per_gpu=flops_per_iteration / iteration_s / cluster.num_devices / 1e12,
             peak_memory_bytes=max(stage.memory.peak_bytes for stage in stages),
         ),
-        search=frozen_map(search),  # type: ignore[arg-type]
+        search=replace(search, warnings=(*search.warnings, *search_warnings(search))),
     )
+
+
+def search_warnings(report: SearchReport) -> tuple[str, ...]:
+    """What the user should know about how the plan was found."""
+    warnings = []
+    if report.replicated_fallback:
+        warnings.append(
+            "op types without a sharding rule run replicated: "
+            + ", ".join(report.replicated_fallback)
+        )
+    for mesh in report.meshes:
+        if mesh.status == "time limit":
+            shape = f"{mesh.logical_mesh[0]}x{mesh.logical_mesh[1]}"
+            warnings.append(
+                f"the ILP for logical mesh {shape} hit --ilp-time-limit; kept its best plan "
+                f"(gap {mesh.mip_gap:.2%})"
+            )
+    if report.layer_ilps_at_time_limit:
+        warnings.append(
+            f"{report.layer_ilps_at_time_limit} layer ILPs hit --ilp-time-limit; their best "
+            "plans were kept"
+        )
+    return tuple(warnings)

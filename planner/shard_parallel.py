@@ -23,7 +23,7 @@ from planner.notation import unknown_op_types
 from planner.options import PlanOptions
 from planner.plan_assembly import assemble_plan, stage_from_sharding
 from plans.errors import InfeasibleError
-from plans.plan import JsonValue, Plan
+from plans.plan import MeshRecord, Plan, SearchReport
 
 
 @dataclass(frozen=True)
@@ -35,25 +35,23 @@ class MeshAttempt:
     minimum_memory_bytes: float = 0.0
     pruned: bool = False  # cannot beat a mesh solved before it
 
-    def record(self, chosen: bool) -> dict[str, JsonValue]:
+    def record(self, chosen: bool) -> MeshRecord:
         if self.pruned:
-            return {"logical_mesh": self.shape, "status": "pruned: cannot beat the best mesh"}
+            return MeshRecord(self.shape, "pruned: cannot beat the best mesh")
         if self.sharding is None:
-            return {
-                "logical_mesh": self.shape,
-                "status": "infeasible",
-                "minimum_memory_bytes": int(self.minimum_memory_bytes),
-            }
+            return MeshRecord(
+                self.shape, "infeasible", minimum_memory_bytes=int(self.minimum_memory_bytes)
+            )
         solution = self.sharding.solution
-        return {
-            "logical_mesh": self.shape,
-            "status": solution.status,
-            "objective_s": solution.objective_s,
-            "mip_gap": solution.mip_gap,
-            "variables": solution.num_variables,
-            "constraints": solution.num_constraints,
-            "chosen": chosen,
-        }
+        return MeshRecord(
+            self.shape,
+            solution.status,
+            objective_s=solution.objective_s,
+            mip_gap=solution.mip_gap,
+            variables=solution.num_variables,
+            constraints=solution.num_constraints,
+            chosen=chosen,
+        )
 
 
 def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
@@ -104,11 +102,11 @@ def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Pla
     stage = stage_from_sharding(
         0, typed, best.sharding, cluster, tuple(op.name for op in typed.ops)
     )
-    search: dict[str, JsonValue] = {
-        "algorithm": "intra-op (ShardParallel)",
-        "meshes": tuple(a.record(a is best) for a in attempts),
-        "replicated_fallback": unknown_op_types(typed),
-    }
+    search = SearchReport(
+        algorithm="intra-op (ShardParallel)",
+        meshes=tuple(a.record(a is best) for a in attempts),
+        replicated_fallback=unknown_op_types(typed),
+    )
     return assemble_plan(graph, cluster, options, (stage,), search)
 
 

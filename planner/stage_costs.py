@@ -106,7 +106,8 @@ class RangePlan:
     mesh: LogicalMesh
     level: int
     time_s: float  # one microbatch, with in-range resharding and incoming transfers
-    iteration_s: float
+    gradient_sync_s: float  # once per iteration
+    optimizer_step_s: float  # once per iteration
     state_bytes: int
     kept_bytes: int  # activations held per microbatch in flight
     transient_bytes: int  # held once, whatever the microbatches (remat: one layer's forward)
@@ -115,6 +116,11 @@ class RangePlan:
     # Parameter, gradient and optimizer bytes the layers' own plans count more than once (a
     # parameter shared by layers of the range), already left out of state_bytes.
     repeated_state: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def iteration_s(self) -> float:
+        """Once per iteration: gradient sync and optimizer step."""
+        return self.gradient_sync_s + self.optimizer_step_s
 
     def activation_bytes(self, in_flight: int) -> int:
         return in_flight * self.kept_bytes + self.transient_bytes
@@ -370,11 +376,11 @@ class StageCostTable:
                         mesh=table.mesh,
                         level=level,
                         time_s=sum(s.microbatch_s for s in layers) + resharding + transfer,
-                        iteration_s=sum(s.iteration_s for s in layers)
-                        - sum(s.iteration_s for s in repeats),
-                        state_bytes=sum(
-                            s.parameter_bytes + s.gradient_bytes + s.optimizer_bytes for s in layers
-                        )
+                        gradient_sync_s=sum(s.gradient_sync_s for s in layers)
+                        - sum(s.gradient_sync_s for s in repeats),
+                        optimizer_step_s=sum(s.optimizer_step_s for s in layers)
+                        - sum(s.optimizer_step_s for s in repeats),
+                        state_bytes=sum(s.state_bytes for s in layers)
                         - sum(s.state_bytes for s in repeats),
                         repeated_state=(
                             sum(s.parameter_bytes for s in repeats),

@@ -53,6 +53,7 @@ from planner.graph import Op, Tensor, TensorKind, op_traffic_bytes
 from planner.notation import Notation
 from planner.op_flops import op_flops
 from planner.saved_tensors import charged_to
+from plans.plan import ZeroStage
 from plans.specs import ShardingSpec, strategy_name
 
 ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
@@ -95,18 +96,19 @@ class CostContext:
 
 @dataclass(frozen=True)
 class Strategy:
-    name: str
+    name: str  # the specs, "OUT = IN0 x IN1" (`plans.specs.strategy_name`)
     input_specs: tuple[ShardingSpec | None, ...]
     output_specs: tuple[ShardingSpec | None, ...]
     forward_s: float  # compute of one microbatch
     backward_s: float
     communication_s: float  # collectives of one microbatch, forward and backward
     gradient_sync_s: float  # once per iteration: parameter-gradient reduction (+ ZeRO gather)
-    update_s: float  # once per iteration: the optimizer step on the local parameter shards
+    optimizer_step_s: float  # once per iteration: the optimizer step on the local shards
     parameter_bytes: int
     gradient_bytes: int
     optimizer_bytes: int
     activation_bytes: int  # outputs kept for backward, one microbatch
+    zero: ZeroStage = ZeroStage.NONE  # how the parameters the op owns hold their state
 
     @property
     def microbatch_s(self) -> float:
@@ -114,7 +116,7 @@ class Strategy:
 
     @property
     def iteration_s(self) -> float:
-        return self.gradient_sync_s + self.update_s
+        return self.gradient_sync_s + self.optimizer_step_s
 
     @property
     def state_bytes(self) -> int:
@@ -230,7 +232,7 @@ def op_strategies(
             op, notation, tensors, frozen_extents, context, owned_parameters, saved, assignment
         )
         for strategy in priced:
-            key = (strategy.input_specs, strategy.output_specs, strategy.name.split(" ")[-1])
+            key = (strategy.input_specs, strategy.output_specs, strategy.zero)
             if key not in seen:
                 seen.add(key)
                 strategies.append(strategy)
@@ -330,7 +332,7 @@ def _priced(
         backward_s=backward_s,
         communication_s=communication_s,
         gradient_sync_s=0.0,
-        update_s=0.0,
+        optimizer_step_s=0.0,
         parameter_bytes=elements * state.weights,
         gradient_bytes=elements * state.gradients,
         optimizer_bytes=elements * state.optimizer,
@@ -374,7 +376,9 @@ def _with_parameter_state(
                     all_reduce_over_s(p.elements * state.gradients, _axes(mesh, p.summed_axes))
                     for p in parameters
                 ),
-                update_s=sum(p.elements for p in parameters) * update_bytes * seconds_per_byte,
+                optimizer_step_s=sum(p.elements for p in parameters)
+                * update_bytes
+                * seconds_per_byte,
             )
         )
     if zero == "off" or not can_shard:
@@ -391,9 +395,9 @@ def _with_parameter_state(
     update_s = sharded_elements * update_bytes * seconds_per_byte
     zero2 = replace(
         plain,
-        name=plain.name + " zero2",
+        zero=ZeroStage.ZERO2,
         gradient_sync_s=reduce_scatter + gather,
-        update_s=update_s,
+        optimizer_step_s=update_s,
         gradient_bytes=round(sharded_elements * state.gradients),
         optimizer_bytes=round(sharded_elements * state.optimizer),
     )
@@ -402,9 +406,9 @@ def _with_parameter_state(
     passes = 3 if context.training and context.remat else 2
     zero3 = replace(
         plain,
-        name=plain.name + " zero3",
+        zero=ZeroStage.ZERO3,
         communication_s=plain.communication_s + passes * gather + reduce_scatter,
-        update_s=update_s,
+        optimizer_step_s=update_s,
         parameter_bytes=round(sharded_elements * state.weights),
         gradient_bytes=round(sharded_elements * state.gradients),
         optimizer_bytes=round(sharded_elements * state.optimizer),

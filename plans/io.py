@@ -2,6 +2,13 @@
 
 The text is deterministic: keys sorted, floats rounded to `FLOAT_DIGITS` significant digits,
 lists in the plan's own order, no timestamps. Equal plans give byte-identical files.
+
+Plans are written in the current format ("alpa-plan/2"). Plans of "alpa-plan/1" are read and
+converted: a strategy name's ZeRO suffix (" zero2", " zero3") becomes the per-parameter `zero`
+record of its stage (which needs the parameters each op reads: `op_parameters`, from the
+model; without it the modes are dropped and the plan's search report warns so), the
+once-per-iteration time stays in `gradient_sync` (version 1 did not separate the optimizer
+step), and the free-form `search` section becomes a typed report of what it recognises.
 """
 
 from __future__ import annotations
@@ -16,21 +23,29 @@ from typing import Any
 
 from plans.errors import InputError
 from plans.plan import (
+    SCHEMA,
     ClusterInfo,
+    CountRecord,
     Estimate,
     GpuInfo,
+    JsonValue,
     Layer,
+    MeshRecord,
     ModelInfo,
     Plan,
     PlannerInfo,
+    SearchReport,
     Settings,
     Stage,
     StageMemory,
     StageTime,
     Transfer,
+    ZeroStage,
     frozen_map,
 )
 from plans.schema import check_version, validate
+
+_V1 = "alpa-plan/1"
 
 FLOAT_DIGITS = 6
 
@@ -110,10 +125,33 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "tflops_per_gpu": plan.estimate.tflops_per_gpu,
                 "peak_memory_bytes": plan.estimate.peak_memory_bytes,
             },
-            "search": plan.search,
+            "search": search_to_dict(plan.search),
         }
     )
     return result
+
+
+def search_to_dict(report: SearchReport) -> dict[str, Any]:
+    """The report's fields that are set: `algorithm` and `warnings` always, the rest when they
+    say something."""
+    fields: dict[str, Any] = {
+        "algorithm": report.algorithm,
+        "layers": report.layers,
+        "submeshes": report.submeshes,
+        "microbatches": [_set_fields(vars(record)) for record in report.microbatches],
+        "meshes": [_set_fields(vars(record)) for record in report.meshes],
+        "layer_ilps": report.layer_ilps,
+        "layer_ilps_at_time_limit": report.layer_ilps_at_time_limit,
+        "stages_solved_whole": report.stages_solved_whole,
+        "replicated_fallback": report.replicated_fallback,
+        "parameters": report.parameters,
+    }
+    return {**_set_fields(fields), "warnings": report.warnings}
+
+
+def _set_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None and value != ()
+            and value != [] and value != {}}  # fmt: skip
 
 
 def _stage_to_dict(stage: Stage) -> dict[str, Any]:
@@ -125,11 +163,13 @@ def _stage_to_dict(stage: Stage) -> dict[str, Any]:
         "logical_mesh": stage.logical_mesh,
         "strategies": stage.strategies,
         "shardings": stage.shardings,
+        "zero": {name: str(mode) for name, mode in stage.zero.items()},
         "time_s": {
             "forward": stage.time.forward_s,
             "backward": stage.time.backward_s,
             "communication": stage.time.communication_s,
             "gradient_sync": stage.time.gradient_sync_s,
+            "optimizer_step": stage.time.optimizer_step_s,
             "total": stage.time.total_s,
         },
         "memory_bytes": {
@@ -205,9 +245,13 @@ def write_plan(plan: Plan, path: str | Path) -> None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def plan_from_json(text: str, source: str) -> Plan:
-    """Parse a plan file; `InputError` names the JSON path of the first problem."""
-    return plan_from_document(parse_json(text, source), source)
+def plan_from_json(
+    text: str, source: str, op_parameters: Mapping[str, tuple[str, ...]] | None = None
+) -> Plan:
+    """Parse a plan file; `InputError` names the JSON path of the first problem.
+    `op_parameters` (op -> the parameters it reads) converts the ZeRO modes of a version-1
+    plan (module docstring)."""
+    return plan_from_document(parse_json(text, source), source, op_parameters)
 
 
 def parse_json(text: str, source: str) -> Any:
@@ -217,14 +261,24 @@ def parse_json(text: str, source: str) -> Any:
         raise InputError(source, "", "a JSON plan file", f"invalid JSON ({error})") from None
 
 
-def plan_from_document(document: Any, source: str) -> Plan:
-    """The plan in a parsed JSON document, once it passes the published schema."""
-    check_version(document, source)
-    validate(document, source)
+def plan_from_document(
+    document: Any, source: str, op_parameters: Mapping[str, tuple[str, ...]] | None = None
+) -> Plan:
+    """The plan in a parsed JSON document, once it passes the published schema of its format
+    version (a version-1 plan is converted, module docstring)."""
+    version = check_version(document, source)
+    validate(document, source, version)
     planner, model, cluster = document["planner"], document["model"], document["cluster"]
     settings, estimate = document["settings"], document["estimate"]
+    if version == _V1:
+        stages, dropped = _stages_of_v1(document["stages"], op_parameters)
+        search = _search_of_v1(document.get("search", {}), dropped)
+    else:
+        stages = tuple(_stage(stage) for stage in document["stages"])
+        search = _search(document["search"])
     return Plan(
-        schema=document["schema"],
+        schema=SCHEMA,
+        read_from=version,
         planner=PlannerInfo(version=planner["version"], options=frozen_map(planner["options"])),  # type: ignore[arg-type]
         model=ModelInfo(**model),
         cluster=ClusterInfo(
@@ -237,10 +291,10 @@ def plan_from_document(document: Any, source: str) -> Plan:
         ),
         settings=Settings(**settings),
         layers=tuple(_layer(layer) for layer in document["layers"]),
-        stages=tuple(_stage(stage) for stage in document["stages"]),
+        stages=stages,
         transfers=tuple(Transfer(**transfer) for transfer in document["transfers"]),
         estimate=Estimate(**estimate),
-        search=frozen_map(document.get("search", {})),  # type: ignore[arg-type]
+        search=search,
     )
 
 
@@ -258,11 +312,13 @@ def _stage(stage: dict[str, Any]) -> Stage:
         logical_mesh=(stage["logical_mesh"][0], stage["logical_mesh"][1]),
         strategies=frozen_map(stage["strategies"]),  # type: ignore[arg-type]
         shardings=frozen_map(stage["shardings"]),  # type: ignore[arg-type]
+        zero=frozen_map({name: ZeroStage(mode) for name, mode in stage["zero"].items()}),  # type: ignore[arg-type]
         time=StageTime(
             forward_s=time["forward"],
             backward_s=time["backward"],
             communication_s=time["communication"],
             gradient_sync_s=time["gradient_sync"],
+            optimizer_step_s=time["optimizer_step"],
             total_s=time["total"],
         ),
         memory=StageMemory(
@@ -272,6 +328,113 @@ def _stage(stage: dict[str, Any]) -> Stage:
             activations_bytes=memory["activations"],
             peak_bytes=memory["peak"],
         ),
+    )
+
+
+def _search(search: dict[str, Any]) -> SearchReport:
+    return SearchReport(
+        algorithm=search["algorithm"],
+        layers=search.get("layers"),
+        submeshes=tuple((a, b) for a, b in search.get("submeshes", ())),
+        microbatches=tuple(CountRecord(**record) for record in search.get("microbatches", ())),
+        meshes=tuple(
+            MeshRecord(**{**record, "logical_mesh": tuple(record["logical_mesh"])})
+            for record in search.get("meshes", ())
+        ),
+        layer_ilps=search.get("layer_ilps"),
+        layer_ilps_at_time_limit=search.get("layer_ilps_at_time_limit"),
+        stages_solved_whole=tuple(search.get("stages_solved_whole", ())),
+        replicated_fallback=tuple(search.get("replicated_fallback", ())),
+        parameters=frozen_map(_frozen_json(search.get("parameters", {}))),  # type: ignore[arg-type]
+        warnings=tuple(search["warnings"]),
+    )
+
+
+def _frozen_json(value: Any) -> Any:
+    """Parsed JSON as the plan's values: lists as tuples, objects as read-only maps."""
+    if isinstance(value, dict):
+        return frozen_map({key: _frozen_json(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen_json(item) for item in value)
+    return value
+
+
+# --- alpa-plan/1 -----------------------------------------------------------------------------
+
+_V1_ZERO_SUFFIXES = {" zero2": ZeroStage.ZERO2, " zero3": ZeroStage.ZERO3}
+
+
+def _stages_of_v1(
+    stages: list[dict[str, Any]], op_parameters: Mapping[str, tuple[str, ...]] | None
+) -> tuple[tuple[Stage, ...], int]:
+    """Version-1 stages in the current form, and how many ops' ZeRO modes could not be given
+    to parameters (no `op_parameters`)."""
+    converted = []
+    dropped = 0
+    for stage in stages:
+        strategies: dict[str, str] = {}
+        modes: dict[str, ZeroStage] = {}
+        for op, name in stage["strategies"].items():
+            mode = ZeroStage.NONE
+            for suffix, stage_mode in _V1_ZERO_SUFFIXES.items():
+                if name.endswith(suffix):
+                    name, mode = name[: -len(suffix)], stage_mode
+            strategies[op] = name
+            modes[op] = mode
+        zero: dict[str, ZeroStage] = {}
+        if op_parameters is None:
+            dropped += sum(mode is not ZeroStage.NONE for mode in modes.values())
+        else:
+            for op in stage["ops"]:  # the first op reading a parameter owns it
+                for parameter in op_parameters.get(op, ()):
+                    zero.setdefault(parameter, modes.get(op, ZeroStage.NONE))
+        time = stage["time_s"]
+        current = {
+            **stage,
+            "strategies": strategies,
+            "zero": zero,
+            "time_s": {**time, "optimizer_step": 0.0},
+        }
+        converted.append(_stage(current))
+    return tuple(converted), dropped
+
+
+def _search_of_v1(search: dict[str, Any], dropped_zero_ops: int) -> SearchReport:
+    """What a version-1 `search` section says that the typed report knows."""
+    records = tuple(
+        CountRecord(**{k: v for k, v in record.items() if k in CountRecord.__dataclass_fields__})
+        for record in search.get("microbatches", ())
+        if isinstance(record, dict) and "microbatches" in record and "status" in record
+    )
+    meshes = tuple(
+        MeshRecord(
+            **{
+                **{k: v for k, v in record.items() if k in MeshRecord.__dataclass_fields__},
+                "logical_mesh": tuple(record["logical_mesh"]),
+            }
+        )
+        for record in search.get("meshes", ())
+        if isinstance(record, dict) and "logical_mesh" in record and "status" in record
+    )
+    warnings: tuple[str, ...] = ()
+    if dropped_zero_ops:
+        warnings = (
+            f"read from {_V1} without the model: the ZeRO modes of {dropped_zero_ops} ops' "
+            "strategies are not assigned to parameters",
+        )
+    parameters: JsonValue = search.get("parameters", {})
+    return SearchReport(
+        algorithm=str(search.get("algorithm", "unknown")),
+        layers=search.get("layers"),
+        submeshes=tuple((a, b) for a, b in search.get("submeshes", ())),
+        microbatches=records,
+        meshes=meshes,
+        layer_ilps=search.get("layer_ilps"),
+        layer_ilps_at_time_limit=search.get("layer_ilps_at_time_limit"),
+        stages_solved_whole=tuple(search.get("stages_solved_whole", ())),
+        replicated_fallback=tuple(search.get("replicated_fallback", ())),
+        parameters=frozen_map(_frozen_json(parameters if isinstance(parameters, dict) else {})),  # type: ignore[arg-type]
+        warnings=warnings,
     )
 
 
@@ -286,5 +449,6 @@ def read_text(path: str | Path, what: str = "plan file") -> str:
         raise InputError(source, "", f"a readable UTF-8 {what}", str(error)) from None
 
 
-def read_plan(path: str | Path) -> Plan:
-    return plan_from_json(read_text(path), str(path))
+def read_plan(path: str | Path, op_parameters: Mapping[str, tuple[str, ...]] | None = None) -> Plan:
+    """The plan in a file (`plan_from_json`)."""
+    return plan_from_json(read_text(path), str(path), op_parameters)

@@ -1,17 +1,20 @@
 """The plan: what the planner decided and what it expects it to cost.
 
 Immutable values only. JSON (de)serialisation lives in `plans/io.py`; the field names there
-follow the published format ("alpa-plan/1").
+follow the published format ("alpa-plan/2", `plans/alpa-plan-2.schema.json`; plans of
+"alpa-plan/1" are read and converted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
-SCHEMA = "alpa-plan/1"
+SCHEMA = "alpa-plan/2"
+SCHEMAS_READ = ("alpa-plan/1", SCHEMA)
 
 # A JSON scalar or nested value, for free-form sections (planner options, solver statistics).
 JsonValue: TypeAlias = (
@@ -72,15 +75,29 @@ class Settings:
         return self.batch_size // self.microbatches
 
 
+class ZeroStage(StrEnum):
+    """How a parameter's training state is held over the mesh axes it is replicated over
+    (Rajbhandari et al., SC'20, "ZeRO")."""
+
+    NONE = "none"  # replicated: gradients all-reduced, every device updates the whole piece
+    ZERO2 = "zero2"  # gradients and optimizer state sharded: reduce-scatter, update, all-gather
+    ZERO3 = "zero3"  # the weights sharded too: all-gathered for every forward and backward
+
+
 @dataclass(frozen=True)
 class StageTime:
-    """Seconds of one microbatch through the stage, and its share of once-per-iteration work."""
+    """Seconds of one microbatch through the stage, and its once-per-iteration work."""
 
     forward_s: float
     backward_s: float
-    communication_s: float  # in-stage collectives of one microbatch, forward and backward
-    gradient_sync_s: float  # once per iteration: parameter-gradient all-reduce
+    communication_s: float  # one microbatch: in-stage collectives and receiving from before
+    gradient_sync_s: float  # once per iteration: gradient reduction (and ZeRO-2's gather)
+    optimizer_step_s: float  # once per iteration: the optimizer update of the local shards
     total_s: float  # one microbatch: forward + backward + communication
+
+    @property
+    def once_per_iteration_s(self) -> float:
+        return self.gradient_sync_s + self.optimizer_step_s
 
 
 @dataclass(frozen=True)
@@ -111,10 +128,12 @@ class Stage:
     ops: tuple[str, ...]
     devices: tuple[tuple[int, int], ...]  # (host, gpu) ids
     logical_mesh: tuple[int, int]
-    strategies: Mapping[str, str]  # op name -> strategy name
+    strategies: Mapping[str, str]  # op name -> strategy name ("OUT = IN0 x IN1" specs)
     shardings: Mapping[str, str]  # tensor name -> spec such as "S0R"
     time: StageTime
     memory: StageMemory
+    # Parameter -> how its state is held on this stage (every parameter the stage reads).
+    zero: Mapping[str, ZeroStage] = field(default_factory=frozen_map)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,51 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class CountRecord:
+    """One microbatch count the pipeline search tried."""
+
+    microbatches: int
+    status: str  # "ok" or "infeasible"
+    objective_s: float | None = None  # the DP's objective at this count
+    stages: int | None = None
+    candidates: int | None = None  # stage candidates the DP chose among
+    one_stage_solved_whole: bool | None = None
+    # Set when the count was skipped by the memory lower bound (`planner/memory_bound.py`).
+    memory_lower_bound_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class MeshRecord:
+    """One logical mesh the one-stage search (`--intra-only`) tried."""
+
+    logical_mesh: tuple[int, int]
+    status: str  # "optimal", "time limit", "infeasible" or "pruned: cannot beat the best mesh"
+    objective_s: float | None = None
+    mip_gap: float | None = None
+    variables: int | None = None
+    constraints: int | None = None
+    chosen: bool = False
+    minimum_memory_bytes: int | None = None  # infeasible: the least memory it reaches
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """How the plan was found, and what the user should know about it (`warnings`)."""
+
+    algorithm: str
+    layers: int | None = None
+    submeshes: tuple[tuple[int, int], ...] = ()
+    microbatches: tuple[CountRecord, ...] = ()
+    meshes: tuple[MeshRecord, ...] = ()
+    layer_ilps: int | None = None
+    layer_ilps_at_time_limit: int | None = None
+    stages_solved_whole: tuple[int, ...] = ()
+    replicated_fallback: tuple[str, ...] = ()  # op types without a sharding rule
+    parameters: Mapping[str, JsonValue] = field(default_factory=frozen_map)  # type: ignore[arg-type]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     planner: PlannerInfo
     model: ModelInfo
@@ -148,5 +212,7 @@ class Plan:
     stages: tuple[Stage, ...]
     transfers: tuple[Transfer, ...]
     estimate: Estimate
-    search: Mapping[str, JsonValue] = field(default_factory=frozen_map)  # type: ignore[arg-type]
+    search: SearchReport = field(default_factory=lambda: SearchReport("unknown"))
     schema: str = SCHEMA
+    # The format the plan was read from (another than `schema` when it was converted).
+    read_from: str = SCHEMA

@@ -1,8 +1,10 @@
-"""The published JSON Schema of the plan format, and the validator the plan reader runs.
+"""The published JSON Schemas of the plan format, and the validator the plan reader runs.
 
-`alpa-plan-1.schema.json` (beside this file) is the contract. `validate` checks a parsed JSON
-document against it and raises an `InputError` that names the JSON path of the first problem,
-e.g. ``plan.json: stages[2].devices[0]: expected [host, gpu], found 7``.
+`alpa-plan-2.schema.json` (beside this file) is the contract of the format written today;
+`alpa-plan-1.schema.json` the one of the format before it, which is still read (and converted,
+`plans/io.py`). `validate` checks a parsed JSON document against the schema of its version and
+raises an `InputError` that names the JSON path of the first problem, e.g.
+``plan.json: stages[2].devices[0]: expected [host, gpu], found 7``.
 
 The validator understands the subset of JSON Schema (draft 2020-12) the file uses: `type`,
 `const`, `enum`, `minimum`, `pattern`, `properties`, `required`, `additionalProperties`, `items`,
@@ -22,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from plans.errors import InputError
-from plans.plan import SCHEMA
+from plans.plan import SCHEMA, SCHEMAS_READ
 
-SCHEMA_PATH = Path(__file__).with_name("alpa-plan-1.schema.json")
+
+def schema_path(version: str = SCHEMA) -> Path:
+    """The schema file of format `version` ("alpa-plan/2" -> alpa-plan-2.schema.json)."""
+    return Path(__file__).with_name(version.replace("/", "-") + ".schema.json")
+
 
 _TYPE_NAMES = {
     "object": "an object",
@@ -35,12 +41,13 @@ _TYPE_NAMES = {
     "boolean": "true or false",
 }
 _MISSING = object()
+_THIS_FORMAT = "<format>"  # replaced by the document's version in messages
 
 
 @cache
-def load_schema() -> Mapping[str, Any]:
-    """The published schema of "alpa-plan/1", parsed."""
-    schema: Mapping[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def load_schema(version: str = SCHEMA) -> Mapping[str, Any]:
+    """The published schema of format `version`, parsed."""
+    schema: Mapping[str, Any] = json.loads(schema_path(version).read_text(encoding="utf-8"))
     return schema
 
 
@@ -51,20 +58,26 @@ class _Problem:
     found: object  # the offending value, or _MISSING
 
 
-def check_version(document: object, source: str) -> None:
-    """Refuse a plan of another format version, saying which it is and which this one reads."""
+def check_version(document: object, source: str) -> str:
+    """The format version of a plan document; refuses one this alpa-plan does not read, saying
+    which it is and which it reads. A document without a version is checked as the current
+    format (the schema then names what is missing)."""
     if isinstance(document, dict) and isinstance(document.get("schema"), str):
-        found = document["schema"]
-        if found != SCHEMA:
-            raise InputError(source, "schema", f"'{SCHEMA}' (this alpa-plan reads it)", repr(found))
+        found = str(document["schema"])
+        if found not in SCHEMAS_READ:
+            known = " or ".join(f"'{version}'" for version in SCHEMAS_READ)
+            raise InputError(source, "schema", f"{known} (this alpa-plan reads them)", repr(found))
+        return found
+    return SCHEMA
 
 
-def validate(document: object, source: str) -> None:
-    """Raise `InputError` naming the first place where `document` breaks the schema."""
-    schema = load_schema()
+def validate(document: object, source: str, version: str = SCHEMA) -> None:
+    """Raise `InputError` naming the first place where `document` breaks its schema."""
+    schema = load_schema(version)
     problem = _check(schema, schema, document, "")
     if problem is not None:
-        raise InputError(source, problem.path, problem.expected, _shown(problem.found))
+        expected = problem.expected.replace(_THIS_FORMAT, version)
+        raise InputError(source, problem.path, expected, _shown(problem.found))
 
 
 def _shown(value: object) -> str:
@@ -142,7 +155,7 @@ def _check_object(
         if key in properties or extra is True:
             continue
         if extra is False:
-            return _Problem(_key_path(path, key), f"no such field in {SCHEMA}", item)
+            return _Problem(_key_path(path, key), f"no such field in {_THIS_FORMAT}", item)
         problem = _check(root, extra, item, _key_path(path, key))
         if problem is not None:
             return problem

@@ -29,7 +29,7 @@ def test_a_planned_plan_passes_with_its_model_and_cluster(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, lines = check(capsys, GPT_PLAN, "--model", str(GPT_MODEL), "--cluster", str(GPT_CLUSTER))
-    assert (code, lines) == (exit_codes.OK, [f"{GPT_PLAN}: ok"])
+    assert (code, lines) == (exit_codes.OK, [f"{GPT_PLAN}: read alpa-plan/2", f"{GPT_PLAN}: ok"])
 
 
 def test_a_two_stage_plan_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -120,7 +120,10 @@ def test_an_op_the_model_does_not_have(capsys: pytest.CaptureFixture[str], tmp_p
     code, lines = check(capsys, path, "--model", str(GPT_MODEL))
     assert (code, lines) == (
         exit_codes.CHECK_FAILED,
-        [f"{path}: op node_from_elsewhere in stage 0 is not in the model"],
+        [
+            f"{path}: read alpa-plan/2",
+            f"{path}: op node_from_elsewhere in stage 0 is not in the model",
+        ],
     )
 
 
@@ -135,7 +138,10 @@ def test_without_a_model_the_plan_alone_is_checked(
     code, lines = check(capsys, path)
     assert (code, lines) == (
         exit_codes.CHECK_FAILED,
-        [f"{path}: stage 0: logical mesh 2x4 has 8 devices, the stage has 4"],
+        [
+            f"{path}: read alpa-plan/2",
+            f"{path}: stage 0: logical mesh 2x4 has 8 devices, the stage has 4",
+        ],
     )
 
 
@@ -164,3 +170,14 @@ def test_the_cluster_file_overrides_the_plans_record() -> None:
     small = ClusterFacts(hosts=2, gpus_per_host=4, gpu_memory_bytes=1024)
     problems = check_plan(plan, cluster=small)
     assert [p.kind for p in problems] == ["memory"]
+
+
+def test_check_says_it_read_a_version_1_plan_and_converts_it_with_the_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    old = Path(__file__).parent / "data" / "plans" / "mlp-tiny-zero.alpa-plan-1.json"
+    code, lines = check(capsys, old, "--model", str(MODELS / "mlp-tiny.onnx"))
+    assert (code, lines) == (
+        exit_codes.OK,
+        [f"{old}: read alpa-plan/1 (converted to alpa-plan/2)", f"{old}: ok"],
+    )

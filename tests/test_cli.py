@@ -35,7 +35,7 @@ def test_plan_writes_a_plan_with_the_documented_fields(tmp_path: Path) -> None:
     )
     assert code == exit_codes.OK
     plan = json.loads(out.read_text())
-    assert plan["schema"] == "alpa-plan/1"
+    assert plan["schema"] == "alpa-plan/2"
     assert set(plan) >= {
         "planner",
         "model",

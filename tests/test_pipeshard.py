@@ -243,9 +243,9 @@ def test_full_search_is_never_slower_than_one_stage_on_the_whole_cluster(
     assert searched.estimate.iteration_time_s <= shard_parallel.estimate.iteration_time_s * (
         1 + 1e-9
     )
-    (record,) = searched.search["microbatches"]
+    (record,) = searched.search.microbatches
     if name == "wide-resnet-tiny":
-        assert record["one_stage_solved_whole"] and len(searched.stages) == 1
+        assert record.one_stage_solved_whole and len(searched.stages) == 1
 
 
 def test_memory_lower_bound_known_answer(tmp_path: Path) -> None:
@@ -296,6 +296,6 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
 def test_search_records_counts_skipped_by_the_memory_bound(tmp_path: Path) -> None:
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=65536), batch_size=65536)
     result = plan(graph, cluster(1, 2, 100e9, memory=GiB), PlanOptions())
-    skipped = [r for r in result.search["microbatches"] if "memory_lower_bound_bytes" in r]
-    assert skipped and all(r["status"] == "infeasible" for r in skipped)
+    skipped = [r for r in result.search.microbatches if r.memory_lower_bound_bytes is not None]
+    assert skipped and all(r.status == "infeasible" for r in skipped)
     assert result.estimate.peak_memory_bytes <= 0.9 * GiB

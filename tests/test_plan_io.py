@@ -53,7 +53,7 @@ def _broken(tiny_plan: Plan, change: str) -> str:
     ("change", "message"),
     [
         ("device", "p.json: stages[0].devices[0]: expected [host, gpu], found 7"),
-        ("schema", "p.json: schema: expected 'alpa-plan/1' (this alpa-plan reads it), found 'alpa-plan/99'"),
+        ("schema", "p.json: schema: expected 'alpa-plan/1' or 'alpa-plan/2' (this alpa-plan reads them), found 'alpa-plan/99'"),
         ("missing", "p.json: estimate.samples_per_s: expected a value, found nothing"),
         ("type", "p.json: settings.batch_size: expected an integer, found 'lots'"),
     ],

@@ -174,7 +174,7 @@ def test_inference_runs_forwards_only() -> None:
 def _uniform(plan: Plan, stages: int, microbatches: int, schedule: str) -> Plan:
     """`stages` equal stages of forward 1 s and backward 2 s, no communication."""
     time = StageTime(forward_s=1.0, backward_s=2.0, communication_s=0.0, gradient_sync_s=0.0,
-                     total_s=3.0)  # fmt: skip
+                     optimizer_step_s=0.0, total_s=3.0)  # fmt: skip
     stage = replace(plan.stages[0], time=time)
     return replace(
         plan,

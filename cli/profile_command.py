@@ -18,14 +18,7 @@ import click
 from cli import exit_codes
 from cli.extras import missing_executor_extra
 from cli.render import error_console, progress_bar
-from cost_models.calibration import (
-    OP_CLASSES,
-    Calibration,
-    CollectiveSample,
-    LinkFit,
-    fit_curve,
-    fit_link,
-)
+from cost_models.calibration import Calibration, CollectiveSample, calibration_from_timings
 from cost_models.cluster_yaml import calibration_to_yaml
 from cost_models.units import format_bandwidth, format_flops_rate, format_seconds
 from planner import __version__
@@ -39,46 +32,16 @@ DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 
 
 def calibration_from_profile(profile: Profile, date: str) -> Calibration:
-    """Fit the curves (and, with several devices, the intra-host link) to a profile's timings.
-
-    A product whose bytes alone take, by the elementwise curve, half its measured time or more
-    (and well above the per-op floor) is memory-bound: it is left out of the matmul curve, which
-    then describes compute-bound products; a calibrated plan prices a contraction at the larger
-    of its matmul time and its bytes' elementwise time.
-    """
-    elementwise = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "elementwise")
-    reduction = fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == "reduction")
-    op_classes = tuple(
-        (name, fit_curve((t.work, t.seconds) for t in profile.ops if t.kind == name))
-        for name, _ in OP_CLASSES
-        if any(t.kind == name for t in profile.ops)
-    )
-    by_dtype: dict[str, list[tuple[float, float]]] = {}
-    for timing in profile.ops:
-        if timing.kind != "matmul":
-            continue
-        samples = by_dtype.setdefault(timing.dtype, [])
-        memory_s = elementwise.time_s(timing.bytes_moved)
-        if memory_s < max(timing.seconds / 2, 2 * elementwise.floor_s):
-            samples.append((timing.work, timing.seconds))
-    matmul = tuple((dtype, fit_curve(samples)) for dtype, samples in sorted(by_dtype.items()))
-    links: tuple[tuple[str, LinkFit], ...] = ()
-    if profile.collectives:
-        collective_samples = [
-            CollectiveSample(t.collective, t.group_size, t.num_bytes, t.seconds)
-            for t in profile.collectives
-        ]
-        # One process sees the devices of one host: the link they share is the intra-host one.
-        links = (("intra_host", fit_link(collective_samples)),)
-    return Calibration(
+    """The executor's timings fitted by `cost_models.calibration.calibration_from_timings`."""
+    return calibration_from_timings(
         device=profile.device,
         date=date,
         software=(*profile.software, ("alpa-plan", __version__)),
-        matmul=matmul,
-        elementwise=elementwise,
-        reduction=reduction,
-        links=links,
-        op_classes=op_classes,
+        ops=profile.ops,
+        collectives=[
+            CollectiveSample(t.collective, t.group_size, t.num_bytes, t.seconds)
+            for t in profile.collectives
+        ],
     )
 
 

@@ -56,6 +56,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -72,6 +73,8 @@ __all__ = [
     "CollectiveSample",
     "Curve",
     "LinkFit",
+    "OpTiming",
+    "calibration_from_timings",
     "collective_factor",
     "fit_curve",
     "fit_link",
@@ -375,3 +378,63 @@ def _alpha_beta(samples: Sequence[CollectiveSample]) -> Link:
 
 def _positive_finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+class OpTiming(Protocol):
+    """One timed op, as `alpa-plan profile` measures it (`executor/profile.py`)."""
+
+    @property
+    def kind(self) -> str: ...  # "matmul", "elementwise", "reduction", or an `OP_CLASSES` name
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def work(self) -> float: ...  # FLOPs (matmul) or bytes moved
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def bytes_moved(self) -> float: ...
+
+
+def calibration_from_timings(
+    device: str,
+    date: str,
+    software: tuple[tuple[str, str], ...],
+    ops: Sequence[OpTiming],
+    collectives: Sequence[CollectiveSample],
+) -> Calibration:
+    """Fit the curves (and, with collectives timed on several devices, the intra-host link) to
+    measured timings.
+
+    A product whose bytes alone take, by the elementwise curve, half its measured time or more
+    (and well above the per-op floor) is memory-bound: it is left out of the matmul curve, which
+    then describes compute-bound products; a calibrated plan prices a contraction at the larger
+    of its matmul time and its bytes' elementwise time.
+    """
+    elementwise = fit_curve((t.work, t.seconds) for t in ops if t.kind == "elementwise")
+    reduction = fit_curve((t.work, t.seconds) for t in ops if t.kind == "reduction")
+    op_classes = tuple(
+        (name, fit_curve((t.work, t.seconds) for t in ops if t.kind == name))
+        for name, _ in OP_CLASSES
+        if any(t.kind == name for t in ops)
+    )
+    by_dtype: dict[str, list[tuple[float, float]]] = {}
+    for timing in ops:
+        if timing.kind != "matmul":
+            continue
+        samples = by_dtype.setdefault(timing.dtype, [])
+        memory_s = elementwise.time_s(timing.bytes_moved)
+        if memory_s < max(timing.seconds / 2, 2 * elementwise.floor_s):
+            samples.append((timing.work, timing.seconds))
+    matmul = tuple((dtype, fit_curve(samples)) for dtype, samples in sorted(by_dtype.items()))
+    # One process sees the devices of one host: the link they share is the intra-host one.
+    links = (("intra_host", fit_link(collectives)),) if collectives else ()
+    return Calibration(
+        device=device,
+        date=date,
+        software=software,
+        matmul=matmul,
+        elementwise=elementwise,
+        reduction=reduction,
+        links=links,
+        op_classes=op_classes,
+    )

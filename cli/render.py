@@ -78,7 +78,8 @@ def print_plan_summary(plan: Plan, written_to: str | None, seconds: float) -> No
         f"{cluster.gpu.name} ({format_bytes(cluster.gpu.memory_bytes)})"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("stage", "GPUs", "mesh", "forward", "backward", "comm", "grad sync", "peak mem"):
+    columns = ("stage", "GPUs", "mesh", "forward", "backward", "comm", "grad sync", "opt step")
+    for column in (*columns, "peak mem"):
         table.add_column(column, justify="right")
     for stage in plan.stages:
         table.add_row(
@@ -89,6 +90,7 @@ def print_plan_summary(plan: Plan, written_to: str | None, seconds: float) -> No
             format_seconds(stage.time.backward_s),
             format_seconds(stage.time.communication_s),
             format_seconds(stage.time.gradient_sync_s),
+            format_seconds(stage.time.optimizer_step_s),
             format_bytes(stage.memory.peak_bytes),
         )
     console.print(table)

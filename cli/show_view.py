@@ -80,7 +80,7 @@ def stage_table(plan: Plan) -> Table:
     table.add_column("stage", justify="right", no_wrap=True)
     for column in ("layers", "ops", "GPUs", "hosts", "mesh"):
         table.add_column(column, justify="right", overflow="ellipsis")
-    for column in ("fwd", "bwd", "comm", "grad sync"):
+    for column in ("fwd", "bwd", "comm", "grad sync", "opt step"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("memory/GPU", no_wrap=True)
     for stage in plan.stages:
@@ -95,6 +95,7 @@ def stage_table(plan: Plan) -> Table:
             format_seconds(stage.time.backward_s),
             format_seconds(stage.time.communication_s),
             format_seconds(stage.time.gradient_sync_s),
+            format_seconds(stage.time.optimizer_step_s),
             memory_bar(stage.memory.peak_bytes, plan.cluster.gpu.memory_bytes),
         )
     return table

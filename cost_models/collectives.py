@@ -7,6 +7,7 @@ For n devices on an axis with latency alpha (s) and beta (s/byte), moving V byte
     reduce-scatter  (n-1)/n * V * beta + alpha      (V = the full size before scattering)
     all-to-all      (n-1)/n^2 * V * beta + alpha
     point-to-point  V * beta + alpha
+    stage transfer  V / n_receivers * beta + alpha per direction (`transfer_s`)
 
 Source: the ring-algorithm bandwidth terms of Thakur, Rabenseifner and Gropp, "Optimization of
 Collective Communication Operations in MPICH" (IJHPCA 2005), as used by the Alpa paper.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cost_models.cluster import Link
 from cost_models.mesh import MeshAxis
 
 
@@ -52,6 +54,15 @@ def point_to_point_s(num_bytes: float, alpha_s: float, beta_s_per_byte: float) -
     if num_bytes <= 0:
         return 0.0
     return num_bytes * beta_s_per_byte + alpha_s
+
+
+def transfer_s(num_bytes: float, receivers: int, link: Link, training: bool) -> float:
+    """Sending `num_bytes` (one microbatch) from one stage to the next over `link`, spread over
+    the receiving stage's `receivers` devices (each receives its share point-to-point); when
+    training, the gradient of the same size travels back."""
+    per_device = num_bytes / receivers
+    one_way = point_to_point_s(per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s)
+    return one_way * (2 if training else 1)
 
 
 def _fast_first(axes: Sequence[MeshAxis]) -> list[MeshAxis]:

@@ -4,8 +4,9 @@
 - Inside a stage, every tensor the plan gives a spec gets it through
   `jax.lax.with_sharding_constraint`; XLA's SPMD partitioner inserts the collectives. Parameters
   are placed with their spec once; each stage is one `jax.jit` function on its mesh.
-- Tensors crossing stages move with `jax.device_put` to the reading stage's sharding (its spec
-  for the tensor, or replicated when it gives none); gradients travel back the same way.
+- Tensors crossing stages move with `jax.device_put`, stage by stage as the plan's transfers
+  relay them (`planner/placement.py`): onto each stage's sharding for the tensor (its spec, or
+  replicated when it gives none); gradients travel back the same way.
 - The schedule (`executor/pipeline.py`) orders the tasks; JAX dispatches asynchronously, so
   stages on disjoint devices overlap.
 - Training (`executor/train.py`): per-stage VJPs, gradients accumulated over microbatches, one
@@ -60,6 +61,9 @@ from plans.specs import ShardingSpec
 
 Array = Any
 Tree = dict[str, Array]
+# (tensor, microbatch, stage) -> the tensor's copy on that stage: where it was made, and where
+# it was relayed to (`PlanRuntime._feed`).
+Produced = dict[tuple[str, int, int], Array]
 
 PRECISIONS = ("plan", "model")
 # Plan dtypes that change what a float32 model computes in (float32 itself changes nothing).
@@ -392,7 +396,7 @@ class PlanRuntime:
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph outputs for the whole batch (microbatches concatenated on dimension 0)."""
         data = self._check_inputs(inputs)
-        produced: dict[tuple[str, int], Array] = {}
+        produced: Produced = {}
         ticks = schedule_tasks(len(self.programs), self.microbatches, "gpipe", training=False)
         for tick in ticks:
             for task in tick:
@@ -404,13 +408,14 @@ class PlanRuntime:
                 }
                 outputs = self.forward_jits[stage](self.params[stage], feeds)
                 for name, value in outputs.items():
-                    produced[(name, task.microbatch)] = value
+                    produced[(name, task.microbatch, stage)] = value
         results = {}
         for name in self.model.outputs:
             if name in self.analysis.static:
                 results[name] = np.asarray(self.analysis.static[name])
                 continue
-            parts = [to_host(produced[(name, m)]) for m in range(self.microbatches)]
+            made = self.made_in[name]
+            parts = [to_host(produced[(name, m, made)]) for m in range(self.microbatches)]
             results[name] = _join(parts, self.microbatch_size)
         return results
 
@@ -420,11 +425,24 @@ class PlanRuntime:
         stage: int,
         m: int,
         data: Mapping[str, np.ndarray],
-        produced: Mapping[tuple[str, int], Array],
+        produced: Produced,
     ) -> Array:
+        """Input `name` of microbatch `m` on `stage`: from the host for graph inputs; else
+        relayed from the stage that made it through every stage between, as the plan's
+        transfers say (each stage passes on what crosses the cut after it)."""
         if name in data:
             return self._place(self._microbatch(data[name], m), name, stage)
-        return self._place(produced[(name, m)], name, stage)
+        for k in range(self.made_in[name] + 1, stage + 1):
+            if (name, m, k) not in produced:
+                produced[(name, m, k)] = self._place(produced[(name, m, k - 1)], name, k)
+        return produced[(name, m, stage)]
+
+    def relay_back(self, value: Array, name: str, stage: int) -> Array:
+        """The gradient of `name` from `stage` to the stage before the one that made it, stage
+        by stage (the reverse of `_feed`); the maker places it itself."""
+        for k in range(stage - 1, self.made_in[name], -1):
+            value = self._place(value, name, k)
+        return value
 
     # --- training ----------------------------------------------------------------------------
 
@@ -607,7 +625,7 @@ class _Training:
         m: int,
         data: Mapping[str, np.ndarray],
         labels: np.ndarray | None,
-        produced: dict[tuple[str, int], Array],
+        produced: Produced,
     ) -> tuple[Tree, Any]:
         """Stage i's forward pass on microbatch m: its outputs go to `produced`; returns its
         differentiable outputs and its VJP."""
@@ -621,7 +639,7 @@ class _Training:
             label = rt._place(rt._microbatch(labels, m), "labels", i)
         diff, rest, vjp = self.forward_vjp[i](rt.params[i], floats, others, label)
         for name, value in [*diff.items(), *rest.items()]:
-            produced[(name, m)] = value
+            produced[(name, m, i)] = value
         return diff, vjp
 
     def compiled_texts(
@@ -629,7 +647,7 @@ class _Training:
     ) -> list[tuple[str, str | None]]:
         """Per stage, the optimized HLO of one microbatch's backward pass and of the
         once-per-iteration gradient sum (None where XLA sums inside the backward)."""
-        produced: dict[tuple[str, int], Array] = {}
+        produced: Produced = {}
         texts: list[tuple[str, str | None]] = []
         for i in range(len(self.runtime.programs)):
             diff, vjp = self._forward_task(i, 0, data, labels, produced)
@@ -649,7 +667,7 @@ class _Training:
         microbatches = rt.microbatches
         if self.runtime.options.loss == "cross-entropy" and labels is None:
             raise InputError("--inputs", "labels", "labels for the cross-entropy loss", "none")
-        produced: dict[tuple[str, int], Array] = {}
+        produced: Produced = {}
         vjps: dict[tuple[int, int], Any] = {}
         cotangents: dict[tuple[str, int], list[Array]] = {}
         grads: list[Tree | None] = [None] * stages
@@ -678,7 +696,7 @@ class _Training:
                 current = grads[i]
                 grads[i] = d_params if current is None else self.add(current, d_params)
                 for name, value in d_inputs.items():
-                    cotangents.setdefault((name, m), []).append(value)
+                    cotangents.setdefault((name, m), []).append(rt.relay_back(value, name, i))
         self._apply(grads)
         return float(np.mean([float(to_host(loss)) for loss in losses]))
 

@@ -40,7 +40,7 @@ from planner.layers import LayerSlice, cluster_layers, scoped_units
 from planner.microbatches import search_counts
 from planner.options import PlanOptions, Search
 from planner.pipeline_time import in_flight
-from planner.placement import pack_devices
+from planner.placement import place_stages
 from planner.plan_assembly import (
     assemble_plan,
     build_transfers,
@@ -210,7 +210,7 @@ def explicit_plan(
     packed devices, activations times the microbatches each stage holds (1F1B or GPipe), the
     tensors sent between stages charged to the receiving stage as the search does."""
     options = replace(context.options, microbatches=microbatches, strategy=strategy)
-    devices = pack_devices(
+    devices = place_stages(
         [spec.submesh for spec in specs], context.cluster.hosts, context.cluster.gpus_per_host
     )
     stages: list[Stage] = []

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.pipeline_time import pipeline_iteration_s
+from planner.placement import Start, fits_at, starts_as
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Candidate:
     iteration_s: float  # once per iteration
     max_following: int  # the most stages that may follow it (memory); math.inf-like large int
     key: int = 0  # the caller's handle (e.g. an index into its own table)
+    start: Start = Start.ANYWHERE  # where it may start (its time assumes that link)
+    whole_hosts: bool = False  # a (h, G) submesh: starts on a host's first GPU
 
 
 @dataclass(frozen=True)
@@ -59,17 +62,24 @@ def pipeline_time_s(stages: Sequence[Candidate], microbatches: int) -> float:
 
 
 def best_pipeline(
-    candidates: Sequence[Candidate], num_layers: int, num_devices: int, microbatches: int
+    candidates: Sequence[Candidate],
+    num_layers: int,
+    num_devices: int,
+    microbatches: int,
+    gpus_per_host: int | None = None,
 ) -> PipelineSolution | None:
     """The stage sequence with the least pipeline time that covers every layer once and uses
-    every device exactly; None when no sequence fits.
+    every device exactly, each stage placed in order where it fits (`planner/placement.py`:
+    the stage that starts at device offset D - d, d the devices left, must fit there and start
+    as its candidate says; `gpus_per_host` None: one host of every device); None when no
+    sequence fits.
 
     Feasibility grows with t_max, so the smallest feasible t_max is found by bisection; the
     enumeration then walks up from it until Alpa's early stop."""
     ordered = sorted(
         candidates, key=lambda c: (c.first, c.last, c.devices, c.time_s, c.submesh, c.key)
     )
-    table = _DpTable(ordered, num_layers, num_devices)
+    table = _DpTable(ordered, num_layers, num_devices, gpus_per_host or num_devices)
     times = sorted({c.time_s for c in ordered})
     low, high = 0, len(times)
     while low < high:  # the first t_max with any feasible pipeline
@@ -95,7 +105,13 @@ class _DpTable:
     """F[s, i, d]: the least sum of (t + u) over s stages that cover layers i.. with exactly
     d devices, using candidates with t <= t_max; vectorised over s and d with numpy."""
 
-    def __init__(self, candidates: Sequence[Candidate], num_layers: int, num_devices: int) -> None:
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        num_layers: int,
+        num_devices: int,
+        gpus_per_host: int,
+    ) -> None:
         self.candidates = candidates
         self.num_layers = num_layers
         self.num_devices = num_devices
@@ -103,6 +119,26 @@ class _DpTable:
         self.by_first: list[list[int]] = [[] for _ in range(num_layers)]
         for index, candidate in enumerate(candidates):
             self.by_first[candidate.first].append(index)
+        # Per candidate, over the devices left d = n..D: may it start at offset D - d?
+        self.allowed: list[np.ndarray] = []
+        masks: dict[tuple[int, bool, Start], np.ndarray] = {}
+        for c in candidates:
+            key = (c.devices, c.whole_hosts, c.start)
+            if key not in masks:
+                masks[key] = self._placeable(c, gpus_per_host)
+            self.allowed.append(masks[key])
+
+    def _placeable(self, c: Candidate, gpus_per_host: int) -> np.ndarray:
+        total, n = self.num_devices, c.devices
+        submesh = (n // gpus_per_host, gpus_per_host) if c.whole_hosts else (1, n)
+        return np.array(
+            [
+                fits_at(total - left, submesh, gpus_per_host)
+                and starts_as(total - left, c.start, gpus_per_host)
+                for left in range(n, total + 1)
+            ],
+            dtype=bool,
+        )
 
     def solve(self, t_max: float) -> tuple[Candidate, ...] | None:
         stages, layers, devices = self.max_stages, self.num_layers, self.num_devices
@@ -122,7 +158,7 @@ class _DpTable:
                 rest = cost[0:top, c.last + 1, : devices + 1 - n]
                 total = rest + (c.time_s + c.iteration_s)
                 current = cost[1 : top + 1, first, n:]
-                better = total < current
+                better = (total < current) & self.allowed[index]
                 if better.any():
                     cost[1 : top + 1, first, n:] = np.where(better, total, current)
                     choice[1 : top + 1, first, n:] = np.where(

@@ -27,7 +27,7 @@ from planner.mesh_shapes import submesh_shapes
 from planner.microbatches import search_counts
 from planner.notation import unknown_op_types
 from planner.options import Objective, PlanOptions
-from planner.placement import pack_devices
+from planner.placement import place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
 from planner.polish import exact_one_stage, polish_stages
 from planner.progress import Progress
@@ -74,7 +74,7 @@ def plan_pipeshard(
         )
     chosen = replace(options, microbatches=choice.microbatches)
     settings = chosen.intra_op_settings(cluster)
-    devices = pack_devices([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
+    devices = place_stages([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
     exact = polish_stages(
         choice.stages, choice.microbatches, choice.table, cluster, settings, options.schedule,
         choice.exact,
@@ -158,7 +158,9 @@ def _search_count(
     table.solve_layers(submeshes, jobs, report)
     candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
     weight = _slowest_stage_weight(options, microbatches)
-    solution = best_pipeline(candidates, len(layers), cluster.num_devices, weight)
+    solution = best_pipeline(
+        candidates, len(layers), cluster.num_devices, weight, cluster.gpus_per_host
+    )
     found: PipelineChoice | None = None
     if solution is not None:
         stages = tuple(plans[c.key] for c in solution.stages)

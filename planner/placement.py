@@ -1,47 +1,94 @@
-"""Binding a pipeline's submeshes to concrete (host, GPU) ids.
+"""Where a pipeline's stages sit, and which link carries what crosses between them.
 
-The search reasons about submesh shapes (`planner/mesh_shapes.py`) and logical meshes without
-device ids; ids appear only here, once the stages are chosen.
+Stages sit in order on the cluster's devices, numbered host-major ((host, GPU) -> host x G +
+GPU for G GPUs per host): stage k takes the n_k devices after those of the stages before it.
+So the device offset at which a stage starts is the number of devices the stages before it use,
+which the DP knows in its state (`planner/inter_op.py`), and placement is exact in the search,
+not decided after it. A stage must fit where it starts: a whole-host submesh (h, G) starts on a
+host's first GPU, an in-host one (1, m) does not straddle two hosts.
+
+Between stage k - 1 and stage k flows everything that crosses the cut between them: the
+activations made before the cut and read after it (a tensor read two stages later is relayed
+by the stage between, as pipeline runtimes that talk only to their neighbours do), and, when
+training, their gradients back. `cut_link` is the one rule for the link of a cut: the
+intra-host link when the devices on both sides of the cut (the last of stage k - 1, the first
+of stage k) are on one host, else the inter-host link. The DP prices transfers with it from the
+offset in its state; the plan's transfers (`planner/plan_assembly.py`) with it from the placed
+devices: both see the same offset, so they agree.
+
+The search reasons about submesh shapes and logical meshes without device ids; ids appear only
+here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
+from cost_models.cluster import Cluster, Link
 from plans.errors import InfeasibleError
 
 Devices = tuple[tuple[int, int], ...]  # (host, GPU) ids of one stage, row-major on its mesh
 
 
-def pack_devices(
+class Start(StrEnum):
+    """Where a candidate stage may start, which decides the link it receives over."""
+
+    ANYWHERE = "anywhere"  # it receives nothing (or the cluster is one host)
+    HOST_START = "host start"  # on a host's first GPU: receives over the inter-host link
+    INSIDE_HOST = "inside a host"  # after the stage before it on the same host: intra-host
+
+
+def fits_at(offset: int, submesh: tuple[int, int], gpus_per_host: int) -> bool:
+    """Whether a stage of `submesh` can start at device `offset`."""
+    hosts, gpus = submesh
+    if gpus == gpus_per_host:
+        return offset % gpus_per_host == 0
+    return hosts == 1 and offset // gpus_per_host == (offset + gpus - 1) // gpus_per_host
+
+
+def starts_as(offset: int, start: Start, gpus_per_host: int) -> bool:
+    """Whether a stage starting at `offset` starts as `start` says."""
+    if start is Start.ANYWHERE:
+        return True
+    at_host_start = offset % gpus_per_host == 0
+    return at_host_start if start is Start.HOST_START else not at_host_start
+
+
+def cut_link(cluster: Cluster, offset: int) -> Link:
+    """The link joining the stage that ends at device `offset` - 1 and the stage that starts at
+    device `offset` (module docstring)."""
+    same_host = offset % cluster.gpus_per_host != 0 or cluster.hosts == 1
+    return cluster.intra_host if same_host else cluster.inter_host
+
+
+def start_link(cluster: Cluster, start: Start) -> Link:
+    """The link a stage that starts as `start` receives over (`cut_link` at such an offset)."""
+    return cluster.inter_host if start is Start.HOST_START else cluster.intra_host
+
+
+def offsets(submeshes: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+    """The device offset at which each stage starts."""
+    found, used = [], 0
+    for hosts, gpus in submeshes:
+        found.append(used)
+        used += hosts * gpus
+    return tuple(found)
+
+
+def place_stages(
     submeshes: Sequence[tuple[int, int]], hosts: int, gpus_per_host: int
 ) -> tuple[Devices, ...]:
-    """Concrete (host, GPU) ids per stage: whole-host submeshes take whole hosts in stage order,
-    then in-host submeshes go largest first into the first host with room (sizes are powers
-    of two, or divisors of the host size, so they pack exactly)."""
-    free = {host: list(range(gpus_per_host)) for host in range(hosts)}
-    placed: dict[int, Devices] = {}
-    next_host = 0
-    for index, (h, g) in enumerate(submeshes):
-        if g == gpus_per_host:
-            span = range(next_host, next_host + h)
-            placed[index] = tuple((host, gpu) for host in span for gpu in range(g))
-            for host in span:
-                free[host] = []
-            next_host += h
-    order = sorted(
-        (i for i, (h, g) in enumerate(submeshes) if g != gpus_per_host),
-        key=lambda i: (-submeshes[i][1], i),
-    )
-    for index in order:
-        size = submeshes[index][1]
-        room = [h for h in range(hosts) if len(free[h]) >= size]
-        if not room:
+    """Concrete (host, GPU) ids per stage, in order (module docstring)."""
+    placed = []
+    total = hosts * gpus_per_host
+    for (h, g), offset in zip(submeshes, offsets(submeshes), strict=True):
+        size = h * g
+        if offset + size > total or not fits_at(offset, (h, g), gpus_per_host):
             raise InfeasibleError(
-                f"cannot place the stages' submeshes {list(submeshes)} on {hosts} hosts of "
-                f"{gpus_per_host} GPUs"
+                f"cannot place the stages' submeshes {list(submeshes)} in order on {hosts} "
+                f"hosts of {gpus_per_host} GPUs"
             )
-        host = room[0]
-        taken, free[host] = free[host][:size], free[host][size:]
-        placed[index] = tuple((host, gpu) for gpu in taken)
-    return tuple(placed[i] for i in range(len(submeshes)))
+        span = range(offset, offset + size)
+        placed.append(tuple(divmod(device, gpus_per_host) for device in span))
+    return tuple(placed)

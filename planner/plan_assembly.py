@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from cost_models.cluster import Cluster
-from cost_models.collectives import point_to_point_s
+from cost_models.collectives import transfer_s
 from planner import __version__
 from planner.graph import Graph, Op, Tensor, TensorKind
 from planner.intra_op import StageSharding, tensor_specs
 from planner.layers import LayerSlice
 from planner.options import PlanOptions, Schedule
 from planner.pipeline_time import in_flight, pipeline_iteration_s
-from planner.placement import Devices
+from planner.placement import Devices, cut_link, offsets
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
 from plans.plan import (
@@ -39,6 +39,7 @@ from plans.plan import (
     ZeroStage,
     frozen_map,
 )
+from plans.specs import ShardingSpec
 
 # Training FLOPs per forward FLOP: forward + backward (twice the forward for contractions).
 # The usual convention for model FLOP utilisation (Narayanan et al., SC'21, "Efficient
@@ -201,42 +202,65 @@ def build_transfers(
     microbatch_tensors: Mapping[str, Tensor],
     training: bool,
 ) -> tuple[Transfer, ...]:
-    """Every activation a stage reads from an earlier one: specs on both sides, bytes of one
-    microbatch, and the time to send it (and its gradient back, when training) over the link
-    that joins the two submeshes."""
-    stage_of = {name: stage.index for stage in stages for name in stage.ops}
-    producer = graph.producer
-    found: dict[tuple[str, int], Transfer] = {}
+    """What crosses each cut between stage k - 1 and stage k (`planner/placement.py`): every
+    activation made before the cut and read after it, relayed stage by stage; its specs on both
+    sides, its bytes of one microbatch, and the time to send it (and its gradient back, when
+    training) over the cut's link, spread over the receiving stage's devices.
+
+    A stage that only relays a tensor keeps it as it arrived where that spec divides on its
+    mesh, else replicated."""
+    made_in: dict[str, int] = {}
+    last_read: dict[str, int] = {}
     for stage in stages:
         for name in stage.ops:
             op = graph.op_by_name[name]
-            for tensor_name in op.present_inputs:
-                source_op = producer.get(tensor_name)
-                if (
-                    source_op is None
-                    or graph.tensors[tensor_name].kind is not TensorKind.ACTIVATION
-                ):
-                    continue
-                source = stages[stage_of[source_op.name]]
-                if source.index == stage.index or (tensor_name, stage.index) in found:
-                    continue
-                tensor = microbatch_tensors[tensor_name]
-                crosses = {h for h, _ in source.devices} != {h for h, _ in stage.devices}
-                link = cluster.inter_host if crosses else cluster.intra_host
-                per_device = tensor.size_bytes / len(stage.devices)
-                seconds = point_to_point_s(
-                    per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s
-                ) * (2 if training else 1)
-                found[(tensor_name, stage.index)] = Transfer(
-                    tensor=tensor_name,
-                    source_stage=source.index,
-                    destination_stage=stage.index,
-                    source_spec=source.shardings.get(tensor_name, ""),
-                    destination_spec=stage.shardings.get(tensor_name, ""),
-                    size_bytes=tensor.size_bytes,
-                    time_s=seconds,
+            for tensor in op.outputs:
+                if tensor:
+                    made_in[tensor] = stage.index
+            for tensor in op.present_inputs:
+                last_read[tensor] = max(last_read.get(tensor, -1), stage.index)
+    starts = offsets([(1, len(stage.devices)) for stage in stages])
+    found = []
+    for tensor, made in sorted(made_in.items()):
+        if graph.tensors[tensor].kind is not TensorKind.ACTIVATION:
+            continue
+        local = microbatch_tensors[tensor]
+        arriving = stages[made].shardings.get(tensor, "")
+        for k in range(made + 1, last_read.get(tensor, made) + 1):
+            receiver = stages[k]
+            sent = stages[k - 1].shardings.get(tensor, arriving)
+            arriving = receiver.shardings.get(tensor) or _relayed_spec(
+                sent, local.shape, receiver.logical_mesh
+            )
+            found.append(
+                Transfer(
+                    tensor=tensor,
+                    source_stage=k - 1,
+                    destination_stage=k,
+                    source_spec=sent,
+                    destination_spec=arriving,
+                    size_bytes=local.size_bytes,
+                    time_s=transfer_s(
+                        local.size_bytes,
+                        len(receiver.devices),
+                        cut_link(cluster, starts[k]),
+                        training,
+                    ),
                 )
-    return tuple(found[key] for key in sorted(found, key=lambda k: (k[1], k[0])))
+            )
+    return tuple(sorted(found, key=lambda t: (t.destination_stage, t.tensor)))
+
+
+def _relayed_spec(spec: str, shape: tuple[int, ...], mesh_shape: tuple[int, int]) -> str:
+    """How a relaying stage holds a tensor that arrived as `spec`: so, where it divides on the
+    stage's mesh, else replicated."""
+    try:
+        parsed = ShardingSpec.parse(spec)
+    except ValueError:
+        parsed = ShardingSpec.replicated(len(shape))
+    if parsed.rank == len(shape) and parsed.divides(shape, mesh_shape):
+        return str(parsed)
+    return str(ShardingSpec.replicated(len(shape)))
 
 
 def layer_records(

@@ -10,17 +10,17 @@ logical mesh and memory level, instead of one per range):
    (`LEVEL_FRACTIONS`), giving plans that trade time for memory;
 2. a range i..j at level q costs the sum of its layers' level-q plans, plus the resharding of
    every tensor that one layer of the range sends to a later one (the single-layer ILPs see
-   their inputs as free; composing charges what they assumed away), plus the transfer of the
-   tensors it receives from earlier stages (point-to-point over the link between the stages,
+   their inputs as free; composing charges what they assumed away), plus the transfer of what
+   crosses the cut before it (point-to-point over the link of that cut, `planner/placement.py`:
+   a candidate that may start at a host's start or inside a host is priced once for each,
    forward and, when training, the gradient back);
 3. its memory per device is the sum of the layers' parameter state plus `in_flight` times
    their kept activations (with rematerialisation: only each layer's inputs, plus one layer's
    activations rebuilt during the backward); the most microbatches it can hold decides how
    many stages may follow it (1F1B: stage k of S holds min(S - k, B)).
 
-Approximations, stated: ranges use one memory level for all their layers; the link between
-two stages is the inter-host link when the receiving submesh spans whole hosts, otherwise the
-intra-host link; the transfer is spread over the receiving stage's devices.
+Approximations, stated: ranges use one memory level for all their layers; the transfer is
+spread over the receiving stage's devices.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from cost_models.cluster import Cluster
-from cost_models.collectives import point_to_point_s
+from cost_models.collectives import transfer_s
 from cost_models.mesh import LogicalMesh, logical_mesh
 from planner.graph import DTYPE_SIZE_BYTES, Op, Subgraph, TensorKind
 from planner.inter_op import Candidate
@@ -38,6 +38,7 @@ from planner.intra_op import IntraOpSettings, StageSharding, owned_parameters, p
 from planner.intra_op_ilp import MemoryInfeasible
 from planner.layers import LayerSlice
 from planner.mesh_shapes import logical_shapes
+from planner.placement import Start, start_link
 from planner.reshard import reshard_s
 from planner.strategies import Strategy
 from planner.workers import run_tasks
@@ -112,7 +113,8 @@ class RangePlan:
     kept_bytes: int  # activations held per microbatch in flight
     transient_bytes: int  # held once, whatever the microbatches (remat: one layer's forward)
     resharding_s: float  # part of time_s: between layers of the range
-    transfer_s: float  # part of time_s: receiving from earlier stages
+    transfer_s: float  # part of time_s: receiving from the stage before
+    start: Start = Start.ANYWHERE  # where the stage starts (the link it receives over)
     # Parameter, gradient and optimizer bytes the layers' own plans count more than once (a
     # parameter shared by layers of the range), already left out of state_bytes.
     repeated_state: tuple[int, int, int] = (0, 0, 0)
@@ -173,10 +175,7 @@ class StageCostTable:
                           for p, op in enumerate(ops[layer.start : layer.stop])}  # fmt: skip
         self._cross = self._cross_layer_edges()
         self._shared_owners = self._shared_parameter_owners()
-        self._pair_bytes = {
-            pair: sum(self.tensors[edge[0]].size_bytes for edge in edges)
-            for pair, edges in self._cross.items()
-        }
+        self._crossing: dict[int, tuple[str, ...]] = {}
         self.solves = 0  # single-layer ILPs solved so far
         self.timeouts = 0  # of which stopped at the time limit (best incumbent kept)
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
@@ -351,10 +350,28 @@ class StageCostTable:
         self._tables[key] = tables
         return tables
 
-    def range_plans(self, first: int, last: int, submesh: tuple[int, int]) -> list[RangePlan]:
-        """Every (logical mesh, level) plan of layers first..last on `submesh`."""
-        incoming = sum(self._pair_bytes[(a, b)] for (a, b) in self._cross if a < first <= b <= last)
-        transfer = self._transfer_s(incoming, submesh)
+    def crossing(self, first: int) -> tuple[str, ...]:
+        """The activations that cross the cut before layer `first`: made in layers before it,
+        read in it or after it (`planner/placement.py`), in name order."""
+        if first not in self._crossing:
+            self._crossing[first] = tuple(
+                sorted(
+                    {
+                        edge[0]
+                        for (a, b), edges in self._cross.items()
+                        if a < first <= b
+                        for edge in edges
+                    }
+                )
+            )
+        return self._crossing[first]
+
+    def range_plans(
+        self, first: int, last: int, submesh: tuple[int, int], start: Start = Start.ANYWHERE
+    ) -> list[RangePlan]:
+        """Every (logical mesh, level) plan of layers first..last on `submesh`, receiving what
+        crosses the cut before it over the link a stage that starts as `start` receives over."""
+        transfer = self._transfer_s(self.crossing(first), submesh, start)
         found = []
         for shape in logical_shapes(submesh, self.cluster.gpus_per_host):
             for level, table in enumerate(self._level_tables(submesh, shape)):
@@ -391,6 +408,7 @@ class StageCostTable:
                         transient_bytes=self._transient_bytes(layers),
                         resharding_s=resharding,
                         transfer_s=transfer,
+                        start=start,
                     )
                 )
         return found
@@ -414,15 +432,25 @@ class StageCostTable:
         """With rematerialisation, the backward rebuilds one layer's activations at a time."""
         return max((s.activation_bytes for s in layers), default=0) if self.settings.remat else 0
 
-    def _transfer_s(self, num_bytes: float, submesh: tuple[int, int]) -> float:
-        """Receiving `num_bytes` from earlier stages, spread over this stage's devices."""
-        if num_bytes == 0:
-            return 0.0
-        whole_hosts = submesh[1] == self.cluster.gpus_per_host and self.cluster.hosts > 1
-        link = self.cluster.inter_host if whole_hosts else self.cluster.intra_host
-        per_device = num_bytes / (submesh[0] * submesh[1])
-        one_way = point_to_point_s(per_device, link.latency_s, 1.0 / link.bandwidth_bytes_per_s)
-        return one_way * (2 if self.settings.training else 1)
+    def _transfer_s(self, names: Sequence[str], submesh: tuple[int, int], start: Start) -> float:
+        """Receiving the tensors `names` from the stage before, one message each, spread over
+        this stage's devices (and, when training, sending their gradients back)."""
+        link = start_link(self.cluster, start)
+        devices = submesh[0] * submesh[1]
+        return sum(
+            transfer_s(self.tensors[name].size_bytes, devices, link, self.settings.training)
+            for name in names
+        )
+
+    def starts(self, first: int, submesh: tuple[int, int]) -> tuple[Start, ...]:
+        """The ways a stage of layers from `first` on `submesh` may start, each with its own
+        receiving link: anywhere when it receives nothing or the cluster is one host, at a
+        host's start for whole hosts, at a host's start or inside a host otherwise."""
+        if not self.crossing(first) or self.cluster.hosts == 1:
+            return (Start.ANYWHERE,)
+        if submesh[1] == self.cluster.gpus_per_host:
+            return (Start.HOST_START,)
+        return (Start.HOST_START, Start.INSIDE_HOST)
 
     def candidates(
         self,
@@ -440,30 +468,51 @@ class StageCostTable:
         for first in range(len(self.layers)):
             for last in range(first, len(self.layers)):
                 for index, submesh in enumerate(submeshes):
-                    options = []
-                    for plan in self.range_plans(first, last, submesh):
-                        holds = plan.max_in_flight(budget)
-                        if schedule == "gpipe":
-                            following = UNLIMITED_IN_FLIGHT if holds >= microbatches else -1
-                        else:
-                            following = UNLIMITED_IN_FLIGHT if holds >= microbatches else holds - 1
-                        if following >= 0:
-                            options.append((plan, following))
-                    for plan, following in _pareto(options):
-                        candidates.append(
-                            Candidate(
-                                first=first,
-                                last=last,
-                                devices=submesh[0] * submesh[1],
-                                submesh=index,
-                                time_s=plan.time_s,
-                                iteration_s=plan.iteration_s,
-                                max_following=following,
-                                key=len(plans),
-                            )
-                        )
-                        plans.append(plan)
+                    for start in self.starts(first, submesh):
+                        self._add_candidates(
+                            first, last, index, submesh, start, microbatches, schedule, budget,
+                            candidates, plans,
+                        )  # fmt: skip
         return candidates, plans
+
+    def _add_candidates(
+        self,
+        first: int,
+        last: int,
+        index: int,
+        submesh: tuple[int, int],
+        start: Start,
+        microbatches: int,
+        schedule: str,
+        budget: float,
+        candidates: list[Candidate],
+        plans: list[RangePlan],
+    ) -> None:
+        options = []
+        for plan in self.range_plans(first, last, submesh, start):
+            holds = plan.max_in_flight(budget)
+            if schedule == "gpipe":
+                following = UNLIMITED_IN_FLIGHT if holds >= microbatches else -1
+            else:
+                following = UNLIMITED_IN_FLIGHT if holds >= microbatches else holds - 1
+            if following >= 0:
+                options.append((plan, following))
+        for plan, following in _pareto(options):
+            candidates.append(
+                Candidate(
+                    first=first,
+                    last=last,
+                    devices=submesh[0] * submesh[1],
+                    submesh=index,
+                    time_s=plan.time_s,
+                    iteration_s=plan.iteration_s,
+                    max_following=following,
+                    key=len(plans),
+                    start=start,
+                    whole_hosts=submesh[1] == self.cluster.gpus_per_host,
+                )
+            )
+            plans.append(plan)
 
 
 def _pareto(options: list[tuple[RangePlan, int]]) -> list[tuple[RangePlan, int]]:

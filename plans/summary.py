@@ -115,5 +115,6 @@ def _stage_summary(stage: Stage) -> dict[str, Any]:
         "backward_s": stage.time.backward_s,
         "communication_s": stage.time.communication_s,
         "gradient_sync_s": stage.time.gradient_sync_s,
+        "optimizer_step_s": stage.time.optimizer_step_s,
         "peak_memory_bytes": stage.memory.peak_bytes,
     }

@@ -15,7 +15,7 @@ Orders per stage i of S, with B microbatches:
 
 A block lasts the stage's forward (or backward) time of one microbatch plus its share of the
 stage's in-stage communication (split in proportion to compute). Training ends each stage with
-its once-per-iteration gradient sync. Inference runs forwards only.
+its once-per-iteration work (gradient sync and optimizer step). Inference runs forwards only.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def pipeline_timeline(plan: Plan) -> Timeline:
             raise ValueError(f"the {plan.settings.schedule} schedule cannot proceed")
     if training:
         blocks += [
-            Block(i, SYNC, -1, free_s[i], free_s[i] + stage.time.gradient_sync_s)
+            Block(i, SYNC, -1, free_s[i], free_s[i] + stage.time.once_per_iteration_s)
             for i, stage in enumerate(plan.stages)
-            if stage.time.gradient_sync_s > 0
+            if stage.time.once_per_iteration_s > 0
         ]
     return Timeline(count, microbatches, tuple(blocks))
 

@@ -120,6 +120,27 @@ def two_stages(plan: Plan, mesh: tuple[int, int], microbatches: int = 2) -> Plan
     return dataclasses.replace(plan, stages=tuple(stages), settings=settings)
 
 
+def three_stages(plan: Plan, cuts: tuple[int, int]) -> Plan:
+    """The one-stage plan cut into three stages of 2 devices (1 x 2 meshes) before ops
+    `cuts[0]` and `cuts[1]` (in topological order), specs kept."""
+    (stage,) = plan.stages
+    first, second = cuts
+    parts = (stage.ops[:first], stage.ops[first:second], stage.ops[second:])
+    stages = tuple(
+        dataclasses.replace(
+            stage,
+            index=index,
+            ops=ops,
+            devices=stage.devices[2 * index : 2 * index + 2],
+            logical_mesh=(1, 2),
+            strategies=frozen_map({op: stage.strategies[op] for op in ops}),
+        )
+        for index, ops in enumerate(parts)
+    )
+    settings = dataclasses.replace(plan.settings, microbatches=2)
+    return dataclasses.replace(plan, stages=stages, settings=settings)
+
+
 def one_device(plan: Plan) -> Plan:
     """The same model unsharded: one stage on device (0, 0), one microbatch."""
     stage = plan.stages[0]
@@ -659,3 +680,43 @@ def test_run_without_the_executor_extra_names_the_extra(make_plan: Callable[...,
     )
     assert result.returncode == 2, result.stderr
     assert "pip install 'alpa-plan[executor]'" in result.stderr
+
+
+def test_a_tensor_read_two_stages_later_is_relayed_and_trains_as_one_device_does(
+    make_plan: Callable[..., Path],
+) -> None:
+    # A block's input is made before its attention and read again by the residual add after
+    # it: cut right after it is made and again half way to that add, and the middle stage
+    # relays it (planner/placement.py), forward and backward.
+    data_parallel = read_plan(make_plan("gpt2", "--optimizer", "sgd", "--force-data-parallel"))
+    ops = data_parallel.stages[0].ops
+    graph = load_onnx(ROOT / "tests" / "data" / "executor" / "gpt2.onnx", batch_size=BATCH)
+    position = {name: k for k, name in enumerate(ops)}
+    made_at = {
+        out: position[op.name] for op in graph.ops if op.name in position for out in op.outputs
+    }
+    spans = [
+        (made_at[name], position[op.name])
+        for op in graph.ops
+        if op.name in position
+        for name in op.present_inputs
+        if name in made_at
+    ]
+    made, read = max(spans, key=lambda span: span[1] - span[0])
+    plan = three_stages(data_parallel, (made + 1, (made + 1 + read) // 2 + 1))
+    options = {"loss": "cross-entropy", "learning_rate": 0.1}
+    sharded = runtime(plan, "gpt2", "train", **options)
+    relayed = [
+        name for name, made in sharded.made_in.items() if made == 0 and 2 in sharded.readers[name]
+    ]
+    assert relayed  # some tensor of stage 0 is read by stage 2, which gets it from stage 1
+    single = runtime(one_device(plan), "gpt2", "train", **options)
+    inputs = sharded.random_inputs(seed=3)
+    labels = np.random.default_rng(4).integers(0, 64, (BATCH, 8))
+    before = single.parameters()
+    assert sharded.train_step(inputs, labels) == pytest.approx(
+        single.train_step(inputs, labels), rel=TOLERANCE
+    )
+    after = single.parameters()
+    assert _relative(after, before) > 1e-3
+    assert _relative(sharded.parameters(), after) < TOLERANCE

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planner.inter_op import Candidate, best_pipeline, pipeline_time_s
+from planner.placement import Start, fits_at, starts_as
 
 
 def test_pipeline_formula_by_hand() -> None:
@@ -22,9 +23,15 @@ def test_pipeline_formula_by_hand() -> None:
 
 
 def _exhaustive(
-    candidates: list[Candidate], num_layers: int, num_devices: int, microbatches: int
+    candidates: list[Candidate],
+    num_layers: int,
+    num_devices: int,
+    microbatches: int,
+    gpus_per_host: int | None = None,
 ) -> float | None:
-    """Every sequence of candidates that covers the layers in order with exactly all devices."""
+    """Every sequence of candidates that covers the layers in order with exactly all devices,
+    each placed in order where it fits and starts as it says (`planner/placement.py`)."""
+    g = gpus_per_host or num_devices
     best = None
     by_first: dict[int, list[Candidate]] = {}
     for c in candidates:
@@ -39,8 +46,14 @@ def _exhaustive(
                     total = pipeline_time_s(chosen, microbatches)
                     best = total if best is None else min(best, total)
             return
+        offset = num_devices - devices
         for c in by_first.get(first, []):
-            if c.devices <= devices:
+            submesh = (c.devices // g, g) if c.whole_hosts else (1, c.devices)
+            if (
+                c.devices <= devices
+                and fits_at(offset, submesh, g)
+                and starts_as(offset, c.start, g)
+            ):
                 extend(c.last + 1, devices - c.devices, [*chosen, c])
 
     extend(0, num_devices, [])
@@ -88,6 +101,56 @@ def test_dp_equals_exhaustive_enumeration(
     assert pipeline_time_s(found.stages, microbatches) == pytest.approx(found.iteration_s)
     assert sum(stage.devices for stage in found.stages) == num_devices
     assert [s.first for s in found.stages] == [0] + [s.last + 1 for s in found.stages[:-1]]
+
+
+@st.composite
+def placed_instances(draw: st.DrawFn) -> tuple[list[Candidate], int, int, int, int]:
+    """Two or four hosts of 2 or 4 GPUs; in-host candidates that start at a host's start or
+    inside a host (each with its own time, as receiving over another link), whole-host ones."""
+    num_layers = draw(st.integers(1, 5))
+    gpus = draw(st.sampled_from([2, 4]))
+    hosts = draw(st.sampled_from([2, 4]))
+    num_devices = gpus * hosts
+    shapes = [(1, m, False) for m in (1, 2) if m < gpus] + [
+        (h, gpus, True) for h in range(1, hosts + 1)
+    ]
+    time = st.integers(1, 40).map(lambda x: x / 4)
+    candidates = []
+    for first, last in itertools.combinations_with_replacement(range(num_layers), 2):
+        for index, (h, m, whole) in enumerate(shapes):
+            starts = [Start.HOST_START] if whole else [Start.HOST_START, Start.INSIDE_HOST]
+            for start in starts if first else [Start.ANYWHERE]:
+                if draw(st.booleans()) or (whole and h == hosts):
+                    candidates.append(
+                        Candidate(
+                            first=first,
+                            last=last,
+                            devices=h * m,
+                            submesh=index,
+                            time_s=draw(time),
+                            iteration_s=draw(st.integers(0, 4).map(lambda x: x / 8)),
+                            max_following=draw(st.integers(0, 6)),
+                            key=len(candidates),
+                            start=start,
+                            whole_hosts=whole,
+                        )
+                    )
+    return candidates, num_layers, num_devices, draw(st.integers(1, 12)), gpus
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(placed_instances())
+def test_dp_with_placement_equals_exhaustive_enumeration(
+    instance: tuple[list[Candidate], int, int, int, int],
+) -> None:
+    candidates, num_layers, num_devices, microbatches, gpus = instance
+    expected = _exhaustive(candidates, num_layers, num_devices, microbatches, gpus)
+    found = best_pipeline(candidates, num_layers, num_devices, microbatches, gpus)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    assert found.iteration_s == pytest.approx(expected)
 
 
 # --- the microbatch search -------------------------------------------------------------------

@@ -11,17 +11,20 @@ from conftest import CLUSTERS, MODELS, stacked_mlp_model
 
 from cost_models.cluster import Cluster, Gpu, Link
 from cost_models.cluster_yaml import load_cluster
+from cost_models.mesh import logical_mesh
 from planner.graph import split_batch
+from planner.intra_op import solve_stage
 from planner.layers import cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
 from planner.onnx_import import load_onnx
 from planner.options import PlanOptions
 from planner.pipeshard import _search_count
-from planner.placement import pack_devices
+from planner.placement import Start, cut_link, fits_at, place_stages
+from planner.plan_assembly import build_transfers, stage_from_sharding
 from planner.search import plan
 from planner.shard_parallel import plan_intra_only
 from planner.stage_costs import StageCostTable
-from plans.errors import InputError
+from plans.errors import InfeasibleError, InputError
 
 GiB = 2**30
 
@@ -61,12 +64,13 @@ def test_requested_layer_count_balances_flops() -> None:
 
 
 def test_slow_inter_host_link_pipelines_across_hosts_and_shards_inside(tmp_path: Path) -> None:
-    # Big weights, 1 Gbit/s between hosts: data parallelism across hosts would all-reduce a
+    # Big weights, 8 Gbit/s between hosts: data parallelism across hosts would all-reduce a
     # gigabyte of gradients over the slow link every iteration, tensor parallelism across hosts
     # would all-reduce activations over it in every layer; a pipeline sends one activation per
-    # microbatch across it.
+    # microbatch across it (0.15 ms each way, against 0.5 ms of compute per stage). At 1 Gbit/s
+    # that hop costs 2.1 ms each way and one host alone is faster.
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=4096, batch=512), batch_size=512)
-    result = plan(graph, cluster(2, 4, 1e9 / 8), PlanOptions(microbatches=8))
+    result = plan(graph, cluster(2, 4, 1e9), PlanOptions(microbatches=8))
     assert len(result.stages) >= 2
     hosts_used = set()
     for stage in result.stages:
@@ -126,13 +130,73 @@ def test_transfers_list_boundary_tensors(tmp_path: Path) -> None:
         assert transfer.time_s > 0
 
 
-def test_pack_devices_whole_hosts_first_then_largest() -> None:
-    devices = pack_devices([(1, 2), (2, 4), (1, 2)], hosts=3, gpus_per_host=4)
+def test_stages_are_placed_in_order_where_they_fit() -> None:
+    devices = place_stages([(1, 2), (1, 2), (2, 4), (1, 4)], hosts=4, gpus_per_host=4)
     assert devices == (
-        ((2, 0), (2, 1)),
-        tuple((h, g) for h in (0, 1) for g in range(4)),
-        ((2, 2), (2, 3)),
+        ((0, 0), (0, 1)),
+        ((0, 2), (0, 3)),
+        tuple((h, g) for h in (1, 2) for g in range(4)),
+        tuple((3, g) for g in range(4)),
     )
+    with pytest.raises(InfeasibleError):  # a whole host may not start inside one
+        place_stages([(1, 2), (1, 4), (1, 2)], hosts=2, gpus_per_host=4)
+    assert [fits_at(o, (1, 2), 4) for o in range(8)] == [True, True, True, False] * 2
+    assert [fits_at(o, (1, 4), 4) for o in range(8)] == [True, False, False, False] * 2
+
+
+def test_the_dp_and_the_plan_price_a_cut_over_the_same_link(tmp_path: Path) -> None:
+    # 2 hosts x 4 GPUs, four stages of 2 GPUs (one layer each): the cuts after stages 0 and 2
+    # stay inside a host (NVLink), the cut after stage 1 crosses hosts. The DP's candidates and
+    # the plan's transfers price each cut over the same link.
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=64), batch_size=64)
+    slow = cluster(2, 4, 1e9)
+    typed = graph.cast_floats("float16")
+    layers = cluster_layers(typed)
+    tensors = split_batch(typed.tensors, 4)
+    settings = PlanOptions(microbatches=4).intra_op_settings(slow)
+    table = StageCostTable(typed.subgraph(tensors=tensors), layers, slow, settings)
+    table.solve_layers([(1, 2)])
+    assert table.starts(0, (1, 2)) == (Start.ANYWHERE,)  # receives nothing
+    assert table.starts(1, (1, 2)) == (Start.HOST_START, Start.INSIDE_HOST)
+    assert table.starts(2, (2, 4)) == (Start.HOST_START,)
+    x = 16 * 1024 * 2  # a layer's output, one microbatch of 16 samples in float16
+
+    def hop(link: Link) -> float:  # over 2 receiving GPUs, and the gradient back
+        return 2 * (x / 2 / link.bandwidth_bytes_per_s + link.latency_s)
+
+    inside = table.range_plans(1, 1, (1, 2), Start.INSIDE_HOST)[0]
+    across = table.range_plans(1, 1, (1, 2), Start.HOST_START)[0]
+    assert inside.transfer_s == pytest.approx(hop(slow.intra_host))
+    assert across.transfer_s == pytest.approx(hop(slow.inter_host))
+    assert [cut_link(slow, offset) for offset in (2, 4, 6)] == [
+        slow.intra_host, slow.inter_host, slow.intra_host,
+    ]  # fmt: skip
+
+    devices = place_stages([(1, 2)] * 4, 2, 4)
+    mesh = logical_mesh(slow, (1, 2), (1, 2))
+    stages = []
+    for k, layer in enumerate(layers):
+        ops = typed.subgraph(layer.start, layer.stop, tensors)
+        sharding = solve_stage(ops, mesh, slow.gpu, settings)
+        names = tuple(op.name for op in ops.ops)
+        stages.append(
+            stage_from_sharding(k, typed, sharding, slow, names, (layer.name,), devices[k])
+        )
+    transfers = build_transfers(typed, stages, slow, tensors, training=True)
+    assert [t.destination_stage for t in transfers] == [1, 2, 3]
+    assert [t.time_s for t in transfers] == pytest.approx(
+        [hop(slow.intra_host), hop(slow.inter_host), hop(slow.intra_host)]
+    )
+
+
+def test_a_tensor_read_two_stages_later_is_relayed_by_the_stage_between(tmp_path: Path) -> None:
+    result = plan(
+        load_onnx(MODELS / "gpt-tiny.onnx", batch_size=16),
+        cluster(1, 4, 100e9),
+        PlanOptions(microbatches=2, layers=2),
+    )
+    for transfer in result.transfers:
+        assert transfer.destination_stage == transfer.source_stage + 1
 
 
 @pytest.mark.parametrize("objective", ["throughput", "latency"])

@@ -22,8 +22,8 @@ decreasing. Between points it is linear in log-log space (a power law per segmen
 first point the time is the first point's (the per-op floor: launch and dispatch overhead); above
 the last point the time grows linearly at the last point's rate (work per second). The fit
 (`fit_curve`) groups samples of equal work by their geometric mean and makes the times
-non-decreasing by isotonic regression in log time (pool adjacent violators), so a curve fitted
-to monotone measurements passes through every one of them.
+non-decreasing by isotonic regression in log time (pool adjacent violators, scipy's), so a
+curve fitted to monotone measurements passes through every one of them.
 
 Pricing an op (`Calibration.op_time_s`):
 
@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 from cost_models.cluster import Cluster, Gpu, Link
 from cost_models.compute import CONTRACTION_OPS, DATA_MOVEMENT_OPS
@@ -316,18 +317,9 @@ def fit_curve(samples: Iterable[tuple[float, float]]) -> Curve:
 
 
 def _isotonic(values: Sequence[float], weights: Sequence[float]) -> list[float]:
-    """Pool adjacent violators: the non-decreasing sequence nearest ``values`` (weighted L2)."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
-    for value, weight in zip(values, weights, strict=True):
-        blocks.append([value, weight, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            mean_b, weight_b, count_b = blocks.pop()
-            mean_a, weight_a, count_a = blocks[-1]
-            total = weight_a + weight_b
-            blocks[-1] = [(mean_a * weight_a + mean_b * weight_b) / total, total, count_a + count_b]
-    fitted: list[float] = []
-    for mean, _, count in blocks:
-        fitted.extend([mean] * int(count))
+    """The non-decreasing sequence nearest ``values`` in weighted L2 (pool adjacent violators,
+    scipy's `isotonic_regression`)."""
+    fitted = [float(v) for v in isotonic_regression(values, weights=weights).x]
     # exp(log t) round trips may wobble in the last bit: keep the result non-decreasing exactly.
     for index in range(1, len(fitted)):
         fitted[index] = max(fitted[index], fitted[index - 1])

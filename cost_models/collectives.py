@@ -1,4 +1,4 @@
-"""Alpha-beta cost of collectives on the axes of a logical mesh (DESIGN.md section 5).
+"""Alpha-beta cost of collectives on the axes of a logical mesh (docs/DESIGN.md section 5.2).
 
 For n devices on an axis with latency alpha (s) and beta (s/byte), moving V bytes per device:
 

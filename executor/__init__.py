@@ -1,4 +1,4 @@
-"""The executor: applies an alpa-plan plan with JAX/XLA (DESIGN.md section 9).
+"""The executor: applies an alpa-plan plan with JAX/XLA (docs/DESIGN.md section 9).
 
 Kept apart from the planner: it imports `plans/` and third-party libraries only, never
 `planner/`. Its dependencies (jax, optax, onnxruntime) are the `executor` extra. Importing this

@@ -4,7 +4,7 @@ Compiled: the optimized HLO text of a stage (`jax.jit(...).lower(...).compile().
 names each collective instruction: all-reduce, all-gather, reduce-scatter, all-to-all,
 collective-permute (or their asynchronous `-start` halves).
 
-Predicted, for a stage's forward pass, from its strategies and specs (DESIGN.md sections 4-5):
+Predicted, for a stage's forward pass, from its strategies and specs (docs/DESIGN.md sections 4-5):
 
 - an op whose inputs are split over a mesh axis that none of its outputs is split over
   (a contracted label split: MatMul's k, a reduced axis, an embedding's vocabulary) leaves

@@ -1,6 +1,6 @@
 r"""The intra-operator ILP: one strategy per node, minimal cost, memory within budget.
 
-Formulation (DESIGN.md section 6; Alpa, OSDI'22, section 4.2)
+Formulation (docs/DESIGN.md section 6; Alpa, OSDI'22, section 4.2)
 -------------------------------------------------------------
 Nodes v (ops, or groups of ops merged into one) each have strategies i = 1..k_v with cost c_v[i]
 (seconds per iteration: compute, collectives, gradient sync) and memory m_v[i] (bytes per

@@ -1,4 +1,4 @@
-"""Index notation: every op described like an einsum (DESIGN.md section 4).
+"""Index notation: every op described like an einsum (docs/DESIGN.md section 4).
 
 Each dimension of an op's tensors gets a label; a label shared by two tensors is the same index.
 From the labels alone follow an op's sharding strategies and their communication:

@@ -1,6 +1,6 @@
 """Cost of changing a tensor's sharding spec between a producer and a consumer.
 
-Mesh axis by mesh axis (DESIGN.md section 5):
+Mesh axis by mesh axis (docs/DESIGN.md section 5):
 
     split in the source, not in the destination   all-gather over the axis
     not in the source, split in the destination   free: each device slices its piece

@@ -35,7 +35,7 @@ from planner.intra_op_ilp import (
 from planner.notation import notation_of
 from planner.reshard import ReshardRules, reshard_s
 from planner.saved_tensors import saved_for_backward
-from planner.strategies import CostContext, Strategy, StrategyOptions, op_strategies
+from planner.strategies import CostContext, CostTotals, Strategy, StrategyOptions, op_strategies
 from plans.specs import ShardingSpec
 
 
@@ -56,7 +56,7 @@ class IntraOpSettings:
 
 
 @dataclass(frozen=True)
-class StageSharding:
+class StageSharding(CostTotals):
     """The solved stage: a strategy per op, a spec per tensor, and what it costs."""
 
     mesh: LogicalMesh
@@ -77,24 +77,8 @@ class StageSharding:
     boundary_bytes: int = 0
 
     @property
-    def microbatch_s(self) -> float:
-        return self.forward_s + self.backward_s + self.communication_s
-
-    @property
-    def iteration_s(self) -> float:
-        """Once per iteration: gradient sync and optimizer step."""
-        return self.gradient_sync_s + self.optimizer_step_s
-
-    @property
-    def state_bytes(self) -> int:
-        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
-
-    @property
     def peak_bytes(self) -> int:
-        return (
-            self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
-            + self.activation_bytes
-        )  # fmt: skip
+        return self.state_bytes + self.activation_bytes
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,36 @@ class CostContext:
         return self.compute if self.compute is not None else Roofline(self.gpu)
 
 
+class CostTotals:
+    """What a strategy, and a stage of them, costs in total: the sums every reader wants."""
+
+    forward_s: float
+    backward_s: float
+    communication_s: float
+    gradient_sync_s: float
+    optimizer_step_s: float
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+
+    @property
+    def microbatch_s(self) -> float:
+        """One microbatch: forward, backward and collectives."""
+        return self.forward_s + self.backward_s + self.communication_s
+
+    @property
+    def iteration_s(self) -> float:
+        """Once per iteration: gradient sync and optimizer step."""
+        return self.gradient_sync_s + self.optimizer_step_s
+
+    @property
+    def state_bytes(self) -> int:
+        """Training state: parameters, gradients and optimizer state."""
+        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
+
+
 @dataclass(frozen=True)
-class Strategy:
+class Strategy(CostTotals):
     name: str  # the specs, "OUT = IN0 x IN1" (`plans.specs.strategy_name`)
     input_specs: tuple[ShardingSpec | None, ...]
     output_specs: tuple[ShardingSpec | None, ...]
@@ -109,18 +137,6 @@ class Strategy:
     optimizer_bytes: int
     activation_bytes: int  # outputs kept for backward, one microbatch
     zero: ZeroStage = ZeroStage.NONE  # how the parameters the op owns hold their state
-
-    @property
-    def microbatch_s(self) -> float:
-        return self.forward_s + self.backward_s + self.communication_s
-
-    @property
-    def iteration_s(self) -> float:
-        return self.gradient_sync_s + self.optimizer_step_s
-
-    @property
-    def state_bytes(self) -> int:
-        return self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
 
 
 def backward_ratio(op: Op) -> float:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from cli import exit_codes
+from cli.arguments import parse_dims
 from cli.diff_view import render_diff
 from cli.render import output_console
 from cli.show_view import render_plan
@@ -143,7 +144,14 @@ def diff_command(
     type=click.Path(dir_okay=False),
     help="The cluster YAML: check devices and memory against it (default: the plan's record).",
 )
-def check_command(plan: str, model: str | None, cluster: str | None) -> int:
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Bind a symbolic dimension of --model other than the batch, as when planning.",
+)
+def check_command(plan: str, model: str | None, cluster: str | None, dims: tuple[str, ...]) -> int:
     """Validate PLAN: schema, op placement, devices, meshes, specs, memory, fingerprint.
 
     One line per problem on stdout; exit 1 if there is any.
@@ -156,7 +164,7 @@ def check_command(plan: str, model: str | None, cluster: str | None) -> int:
         return _report(plan, [f"{error.field}: expected {error.expected}, found {error.found}"])
     problems = check_plan(
         loaded,
-        _model_facts(model, loaded) if model else None,
+        _model_facts(model, loaded, parse_dims(dims)) if model else None,
         _cluster_facts(cluster, loaded) if cluster else None,
     )
     return _report(plan, [str(problem) for problem in problems])
@@ -171,8 +179,8 @@ def _report(plan: str, problems: list[str]) -> int:
     return exit_codes.OK
 
 
-def _model_facts(path: str, plan: Plan) -> ModelFacts:
-    graph = load_onnx(path, batch_size=plan.settings.batch_size)
+def _model_facts(path: str, plan: Plan, dims: dict[str, int]) -> ModelFacts:
+    graph = load_onnx(path, batch_size=plan.settings.batch_size, dims=dims)
     shapes = split_batch(graph.tensors, plan.settings.microbatches)
     return ModelFacts(
         fingerprint=graph.fingerprint,

@@ -417,6 +417,15 @@ def _gather(call: OpCall, inputs: Inputs) -> list[Array]:
     return [xp.take(data, indices, axis=axis)]
 
 
+@op("GatherElements", static_ok=True)
+def _gather_elements(call: OpCall, inputs: Inputs) -> list[Array]:
+    data, indices = inputs[0], inputs[1]
+    axis = call.attr("axis", 0) % data.ndim
+    xp = call.xp
+    indices = xp.where(indices < 0, indices + data.shape[axis], indices)
+    return [xp.take_along_axis(data, indices, axis=axis)]
+
+
 @op("GatherND", static_ok=True)
 def _gather_nd(call: OpCall, inputs: Inputs) -> list[Array]:
     """out[b..., i...] = data[b..., *indices[b..., i..., :]], the first `batch_dims` dims of

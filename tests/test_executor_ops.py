@@ -72,6 +72,16 @@ CASES = [
     ("BitwiseOr", [np.array([12, 5, -3], np.int64), np.array([10, 3, 7], np.int64)], {}),
     ("BitwiseXor", [np.array([12, 5, -3], np.int32), np.array([10, 3, 7], np.int32)], {}),
     ("BitwiseNot", [np.array([0, 5, -3], np.int64)], {}),
+    (
+        "GatherElements",
+        [np.arange(12).reshape(3, 4), np.array([[0, -1], [2, 1], [3, 0]])],
+        {"axis": 1},
+    ),
+    (
+        "GatherElements",
+        [np.arange(12.0, dtype=np.float32).reshape(3, 4), np.array([[2, 0, 1, -1]])],
+        {},
+    ),
     # GatherND: whole rows, single elements, negative indices, and batch_dims (the causal-mask
     # builder of transformers' decoders gathers [batch, 1, q, kv, 2] index pairs).
     ("GatherND", [_RNG.standard_normal((3, 4, 5)).astype(np.float32), np.array([[1], [-1]])], {}),

@@ -448,6 +448,28 @@ def _gather_nd(call: OpCall, inputs: Inputs) -> list[Array]:
     return [picked.reshape((*batch_shape, *middle, *tail))]
 
 
+@op("Pad", static_ok=True)
+def _pad(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    if call.opset >= 11:
+        pads = ints(inputs[1], "Pad's pads")
+        value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else 0
+        axes = ints(inputs[3], "Pad's axes") if len(inputs) > 3 and inputs[3] is not None else []
+    else:
+        pads, value, axes = list(call.attr("pads")), call.attr("value", 0.0), []
+    axes = [a % x.ndim for a in axes] or list(range(x.ndim))
+    widths = [(0, 0)] * x.ndim
+    for i, axis in enumerate(axes):
+        widths[axis] = (pads[i], pads[i + len(axes)])
+    if any(low < 0 or high < 0 for low, high in widths):
+        raise UnsupportedOp("Pad with negative pads")
+    mode = call.attr("mode", "constant")
+    if mode == "constant":
+        fill = np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+        return [call.xp.pad(x, widths, mode="constant", constant_values=fill)]
+    return [call.xp.pad(x, widths, mode={"reflect": "reflect", "edge": "edge"}[mode])]
+
+
 @op("Expand", static_ok=True)
 def _expand(call: OpCall, inputs: Inputs) -> list[Array]:
     x = inputs[0]

@@ -240,7 +240,8 @@ class _Pass:
                 return
             try:
                 evaluator = ReferenceEvaluator(node, opsets=self.opsets)
-                arrays = evaluator.run(None, {name: self.values[name] for name in inputs})
+                with np.errstate(all="ignore"):  # log(0) of a relative-position bucket is -inf
+                    arrays = evaluator.run(None, {name: self.values[name] for name in inputs})
             except Exception:  # the reference evaluator lacks the op or rejects its inputs
                 return
             results = {

@@ -59,8 +59,11 @@ def _executor(
     if not traced:
         (result,) = run_op(op_type, attributes, OPSET, inputs, 1)
         return np.asarray(result)
-    jitted = jax.jit(lambda *args: run_op(op_type, attributes, OPSET, list(args), 1)[0])
-    return np.asarray(jitted(*[jax.numpy.asarray(value) for value in inputs]))
+    # The data operand is traced; the others stay NumPy, as the executor keeps shape operands
+    # (Pad's pads, indices built from shapes) static while tracing.
+    rest = inputs[1:]
+    jitted = jax.jit(lambda x: run_op(op_type, attributes, OPSET, [x, *rest], 1)[0])
+    return np.asarray(jitted(jax.numpy.asarray(inputs[0])))
 
 
 CASES = [
@@ -81,6 +84,17 @@ CASES = [
         "GatherElements",
         [np.arange(12.0, dtype=np.float32).reshape(3, 4), np.array([[2, 0, 1, -1]])],
         {},
+    ),
+    ("Pad", [np.arange(6.0, dtype=np.float32).reshape(2, 3), np.array([0, 1, 1, 2])], {}),
+    (
+        "Pad",
+        [np.arange(6.0, dtype=np.float32).reshape(2, 3), np.array([1, 1, 1, 1])],
+        {"mode": "reflect"},
+    ),
+    (
+        "Pad",
+        [np.arange(6).reshape(2, 3), np.array([1, 0, 0, 2]), np.array(7)],
+        {"mode": "constant"},
     ),
     # GatherND: whole rows, single elements, negative indices, and batch_dims (the causal-mask
     # builder of transformers' decoders gathers [batch, 1, q, kv, 2] index pairs).

@@ -11,11 +11,13 @@ forward, no mask passed in, so the graph holds transformers' own causal-mask bui
 They are exported as torch documents it::
 
     torch.onnx.export(model, (input_ids,), dynamo=True,
-                      dynamic_shapes={"input_ids": {0: "batch", 1: "seq"}})
+                      dynamic_shapes={"input_ids": {0: "batch"}})
 
-with a dynamic batch and sequence (plan them with ``--batch-size N --dim seq=S``). The
-GShard MoE, Wide-ResNet and MLP are this project's own modules (the Alpa paper's
-benchmarks), exported the same way with a dynamic batch.
+here with a dynamic batch and the sequence fixed at the configuration's length, so the
+README's commands and the tests plan them with ``--batch-size`` alone; the same models
+with a dynamic sequence too (``--dim seq=S``), from both exporters, are the import
+corpus of ``tests/corpus/make_corpus.py``. The GShard MoE, Wide-ResNet and MLP are this
+project's own modules (the Alpa paper's benchmarks), exported the same way.
 
 Every model is built on the ``meta`` device, so no weights are ever materialised or
 downloaded (torch's exporter cannot run the onnxscript optimizer on meta weights, so
@@ -33,8 +35,7 @@ it runs here on the graph with the weights as inputs). Each file is saved so tha
 the exact torch parameter count (tied weights counted once), the number of scalars
 held in the ONNX weights, the initializers without data (``onnx_parameters``; it also
 counts buffers such as BatchNorm running statistics and position ids), the data inputs with
-``"batch"`` (and ``"seq"``) for the dynamic dimensions, and ``dims``, the sequence
-length to bind with ``--dim``.
+``"batch"`` for the dynamic dimension.
 """
 
 from __future__ import annotations
@@ -72,11 +73,9 @@ FLOAT_TYPES = frozenset(
 # sequence stays an op (e.g. Range), so tiny and full-size models get the same structure.
 FOLD_OUTPUT_SIZE_LIMIT = 16
 
-# Example inputs for tracing: neither dimension may be 1 (torch.export would specialise it).
+# Example batch for tracing: not 1 (torch.export would specialise it).
 EXAMPLE_BATCH = 2
-EXAMPLE_SEQ = 16
 BATCH_AXIS = {0: "batch"}
-SEQ_AXES = {0: "batch", 1: "seq"}
 
 Entry = dict[str, Any]
 
@@ -273,7 +272,7 @@ def build(model_class: Any, config: Any, on_meta: bool = True) -> nn.Module:
 
 def export_gpt(path: Path, hidden: int, layers: int, heads: int, seq: int, vocab: int) -> Entry:
     """Stock ``GPT2LMHeadModel`` called with ``input_ids[batch, seq]`` only (transformers
-    builds the causal mask in the graph), dynamic batch and sequence."""
+    builds the causal mask in the graph), dynamic batch."""
     config = GPT2Config(
         n_embd=hidden,
         n_layer=layers,
@@ -285,10 +284,10 @@ def export_gpt(path: Path, hidden: int, layers: int, heads: int, seq: int, vocab
         use_cache=False,
     )
     model = build(GPT2LMHeadModel, config)
-    example = torch.zeros(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.int64, device="meta")
-    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": SEQ_AXES}, path)
+    example = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.int64, device="meta")
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
     cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
-    return _entry(path, "gpt", cfg, model, onnx_model, {"input_ids": ["batch", "seq"]}, seq)
+    return _entry(path, "gpt", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
 
 
 # --------------------------------------------------------------------------------------
@@ -313,10 +312,10 @@ def export_bert(
         vocab_size=vocab,
     )
     model = build(BertForMaskedLM, config)
-    example = torch.zeros(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.int64, device="meta")
-    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": SEQ_AXES}, path)
+    example = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.int64, device="meta")
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
     cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
-    return _entry(path, "bert", cfg, model, onnx_model, {"input_ids": ["batch", "seq"]}, seq)
+    return _entry(path, "bert", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
 
 
 def _entry(
@@ -326,7 +325,6 @@ def _entry(
     module: nn.Module,
     model: onnx.ModelProto,
     inputs: dict[str, list[Any]],
-    seq: int | None = None,
 ) -> Entry:
     entry: Entry = {
         "file": path.name,
@@ -336,8 +334,6 @@ def _entry(
         "onnx_parameters": onnx_parameter_count(model),
         "inputs": inputs,
     }
-    if seq is not None:
-        entry["dims"] = {"seq": seq}
     return entry
 
 

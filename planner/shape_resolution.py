@@ -331,6 +331,8 @@ class _Pass:
 
     def _data_dependent(self, node: onnx.NodeProto, output: str) -> InputError:
         unknown = [name for name in node.input if name and name not in self.values]
+        if len(unknown) > 1 and unknown[0] == node.input[0]:
+            unknown = unknown[1:]  # the data operand: its values never set a shape by themselves
         reason = (
             f"{node.op_type} node {_label(node)} makes it from the values of "
             + ", ".join(unknown)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from cli import exit_codes
+from cli.arguments import parse_dims
 from cli.diff_view import render_diff
 from cli.render import output_console
 from cli.show_view import render_plan
@@ -143,7 +144,14 @@ def diff_command(
     type=click.Path(dir_okay=False),
     help="The cluster YAML: check devices and memory against it (default: the plan's record).",
 )
-def check_command(plan: str, model: str | None, cluster: str | None) -> int:
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Bind a symbolic dimension of --model other than the batch, as when planning.",
+)
+def check_command(plan: str, model: str | None, cluster: str | None, dims: tuple[str, ...]) -> int:
     """Validate PLAN: schema, op placement, devices, meshes, specs, memory, fingerprint.
 
     The first line says which format version was read; then one line per problem on stdout
@@ -153,7 +161,7 @@ def check_command(plan: str, model: str | None, cluster: str | None) -> int:
     version = check_version(document, plan)
     read = f"{plan}: read {version}"
     click.echo(read if version == SCHEMA else f"{read} (converted to {SCHEMA})")
-    graph = _model_graph(model, document) if model else None
+    graph = _model_graph(model, document, parse_dims(dims)) if model else None
     op_parameters = None
     if graph is not None:
         op_parameters = {
@@ -185,12 +193,12 @@ def _report(plan: str, problems: list[str]) -> int:
     return exit_codes.OK
 
 
-def _model_graph(path: str, document: Any) -> Graph:
+def _model_graph(path: str, document: Any, dims: dict[str, int]) -> Graph:
     """The model at the batch size the plan document records (validated later; a document
-    without one binds none)."""
+    without one binds none) and the `--dim` bindings."""
     settings = document.get("settings") if isinstance(document, dict) else None
     batch = settings.get("batch_size") if isinstance(settings, dict) else None
-    return load_onnx(path, batch_size=batch if isinstance(batch, int) else None)
+    return load_onnx(path, batch_size=batch if isinstance(batch, int) else None, dims=dims)
 
 
 def _model_facts(graph: Graph, plan: Plan) -> ModelFacts:

@@ -5,24 +5,37 @@ Needs the ``export`` extra (torch, transformers, onnxscript)::
     pip install -e '.[export]'
     python examples/export_models.py [--only NAME ...] [--out DIR]
 
-Every model is built on the ``meta`` device, so no weights are ever materialised
-or downloaded. It is exported with ``torch.onnx.export(dynamo=True)`` with a dynamic
-batch dimension named ``batch`` (everything else static), cleaned up with the
-onnxscript optimizer, and saved so that:
+The transformers models (GPT-2 as GPT-3, BERT) are the stock classes built from a
+configuration and called as their users call them, with ``input_ids`` only: no custom
+forward, no mask passed in, so the graph holds transformers' own causal-mask builder.
+They are exported as torch documents it::
+
+    torch.onnx.export(model, (input_ids,), dynamo=True,
+                      dynamic_shapes={"input_ids": {0: "batch"}})
+
+here with a dynamic batch and the sequence fixed at the configuration's length, so the
+README's commands and the tests plan them with ``--batch-size`` alone; the same models
+with a dynamic sequence too (``--dim seq=S``), from both exporters, are the import
+corpus of ``tests/corpus/make_corpus.py``. The GShard MoE, Wide-ResNet and MLP are this
+project's own modules (the Alpa paper's benchmarks), exported the same way.
+
+Every model is built on the ``meta`` device, so no weights are ever materialised or
+downloaded (torch's exporter cannot run the onnxscript optimizer on meta weights, so
+it runs here on the graph with the weights as inputs). Each file is saved so that:
 
 * the graph inputs are data only (``input_ids`` / ``pixel_values`` / ``x``);
 * every weight is an initializer whose data lives in ``<file>.data``, a file that is
-  never written: the ONNX files are graphs only;
-* small constants are ``Constant`` nodes, so initializers are exactly the weights;
+  never written: the ONNX files are graphs only; small constants keep their data;
 * node ``metadata_props`` keep ``pkg.torch.onnx.name_scopes`` (the module path, then
-  the FX node name, e.g. ``['', 'layers.3', 'layers.3.moe', 'einsum']``) and
-  ``pkg.torch.onnx.class_hierarchy``; stack traces and FX dumps are dropped.
+  the FX node name, e.g. ``['', 'layers.3', 'layers.3.moe', 'einsum']``, which the
+  planner's layer clustering reads) and ``pkg.torch.onnx.class_hierarchy``; stack
+  traces and FX dumps are dropped.
 
 ``models.json`` in the output folder describes every model: file, family, config,
 the exact torch parameter count (tied weights counted once), the number of scalars
-held in ONNX initializers (``onnx_parameters``; it also counts BatchNorm running
-statistics, which are buffers in torch) and the data inputs with ``"batch"`` for
-the dynamic dimension.
+held in the ONNX weights, the initializers without data (``onnx_parameters``; it also
+counts buffers such as BatchNorm running statistics and position ids), the data inputs with
+``"batch"`` for the dynamic dimension.
 """
 
 from __future__ import annotations
@@ -36,80 +49,56 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnx.numpy_helper
+import onnx_ir as ir
 import onnxscript.optimizer
 import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers.initialization import no_init_weights
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
 
 # Node metadata worth keeping: the module path and module classes of each node.
 KEEP_METADATA = ("pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
 
-# Fold only shape-sized constants; anything as large as a sequence stays an op
-# (e.g. Range), so tiny and full-size models get the same graph structure.
+# Floating-point initializers above this many elements lose their data in a graph-only
+# file, as weights do (the optimizer folds some from weights: a tied embedding's transpose).
+EMBEDDED_LIMIT = 1024
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+     onnx.TensorProto.DOUBLE}
+)  # fmt: skip
+
+# On the meta route, the optimizer folds only shape-sized constants: anything as large as a
+# sequence stays an op (e.g. Range), so tiny and full-size models get the same structure.
 FOLD_OUTPUT_SIZE_LIMIT = 16
 
+# Example batch for tracing: not 1 (torch.export would specialise it).
 EXAMPLE_BATCH = 2
+BATCH_AXIS = {0: "batch"}
 
 Entry = dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------
-# Export pipeline
+# Export pipeline, shared with tests/corpus/make_corpus.py
 # --------------------------------------------------------------------------------------
 
 
-def _causal_mask(seq: int, device: torch.device) -> torch.Tensor:
-    """Additive [1, 1, seq, seq] causal mask, built from Range ops in the graph."""
-    pos = torch.arange(seq, device=device)
-    future = pos[None, :] > pos[:, None]
-    mask = torch.where(future, torch.finfo(torch.float32).min, 0.0)
-    return mask[None, None]
+def _strip_metadata(graph: onnx.GraphProto) -> None:
+    """Keep the node metadata the planner reads (name scopes) and the module classes; drop
+    stack traces, FX dumps and doc strings, which only make files large."""
+    for node in graph.node:
+        node.doc_string = ""
+        kept = [p for p in node.metadata_props if p.key in KEEP_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    graph.doc_string = ""
 
 
-def _to_onnx(
-    module: nn.Module, example: torch.Tensor, input_name: str, path: Path
-) -> onnx.ModelProto:
-    """Export ``module(example)`` with a dynamic batch and return the raw graph.
-
-    Weights (and buffers) come back as graph inputs without data.
-    """
-    module.eval()
-    program = torch.onnx.export(
-        module,
-        (example,),
-        dynamo=True,
-        optimize=False,
-        verbose=False,
-        dynamic_shapes={input_name: {0: torch.export.Dim("batch")}},
-    )
-    assert program is not None
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / path.name
-        program.save(str(raw), include_initializers=False, keep_initializers_as_inputs=True)
-        return onnx.load(str(raw), load_external_data=False)
-
-
-def _constants_to_nodes(graph: onnx.GraphProto) -> None:
-    """Turn the initializers created by constant folding into Constant nodes."""
-    nodes = [
-        onnx.helper.make_node("Constant", [], [init.name], name=f"const_{init.name}", value=init)
-        for init in graph.initializer
-    ]
-    nodes.extend(graph.node)
-    del graph.initializer[:]
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def _weights_to_external(graph: onnx.GraphProto, data_inputs: set[str], location: str) -> None:
-    """Make every non-data graph input an initializer stored in ``location``.
-
-    The data file is never written; offsets are laid out as if it were.
-    Unused inputs are dropped.
-    """
+def _inputs_to_external(graph: onnx.GraphProto, data_inputs: set[str], location: str) -> None:
+    """Make every graph input that is not data (a weight the exporter lists as an input) an
+    initializer stored in ``location``, a file that is never written. Unused inputs go."""
     used = {name for node in graph.node for name in node.input}
     offset = 0
     inputs = []
@@ -122,115 +111,168 @@ def _weights_to_external(graph: onnx.GraphProto, data_inputs: set[str], location
         tensor_type = value.type.tensor_type
         dims = [d.dim_value for d in tensor_type.shape.dim]
         tensor = onnx.TensorProto(name=value.name, data_type=tensor_type.elem_type, dims=dims)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        length = math.prod(dims) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        for key, val in (("location", location), ("offset", offset), ("length", length)):
-            tensor.external_data.add(key=key, value=str(val))
-        offset += length
+        offset = _point_to_external(tensor, location, offset)
         graph.initializer.append(tensor)
     del graph.input[:]
     graph.input.extend(inputs)
 
 
-def _drop_zero_conv_bias(graph: onnx.GraphProto) -> None:
-    """Remove the all-zero bias torchlib gives every bias-free Conv (Expand of 0.0)."""
-    producer = {out: node for node in graph.node for out in node.output}
-    for node in graph.node:
-        if node.op_type != "Conv" or len(node.input) < 3:
+def _point_to_external(tensor: onnx.TensorProto, location: str, offset: int) -> int:
+    """Drop the tensor's data and record it at ``offset`` in ``location``; the next offset."""
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    length = math.prod(tensor.dims) * itemsize
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+        tensor.ClearField(field)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, val in (("location", location), ("offset", offset), ("length", length)):
+        tensor.external_data.add(key=key, value=str(val))
+    return offset + length
+
+
+def _initializers_to_external(graph: onnx.GraphProto, weights: set[str], location: str) -> None:
+    """Weights (and any large floating-point initializer the optimizer folded from weights,
+    such as a transposed tied embedding) lose their data; small constants keep theirs."""
+    offset = 0
+    for init in graph.initializer:
+        is_float = init.data_type in FLOAT_TYPES
+        if init.name in weights or (is_float and math.prod(init.dims) > EMBEDDED_LIMIT):
+            offset = _point_to_external(init, location, offset)
+
+
+def _weightless_model(program: Any, path: Path, weights: set[str]) -> onnx.ModelProto:
+    """The exported model as a protobuf whose weights point to an external file that is never
+    written: serialised from onnx_ir with every weight's data replaced by a reference."""
+    model = program.model
+    location = f"{path.name}.data"
+    offset = 0
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None:
             continue
-        expand = producer.get(node.input[2])
-        zero = producer.get(expand.input[0]) if expand and expand.op_type == "Expand" else None
-        is_tensor_constant = (
-            zero and zero.op_type == "Constant" and zero.attribute[0].name == "value"
+        is_float = tensor.dtype.is_floating_point()
+        if name in weights or (is_float and math.prod(tensor.shape.numpy()) > EMBEDDED_LIMIT):
+            length = tensor.nbytes
+            value.const_value = ir.ExternalTensor(
+                location=location,
+                offset=offset,
+                length=length,
+                dtype=tensor.dtype,
+                shape=tensor.shape,
+                name=name,
+                base_dir=str(path.parent),
+            )
+            offset += length
+    return ir.serde.serialize_model(model)
+
+
+def export_dynamo(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    kwargs: dict[str, torch.Tensor],
+    dynamic_shapes: dict[str, dict[int, str]],
+    path: Path,
+) -> onnx.ModelProto:
+    """``torch.onnx.export(module, args, kwargs=kwargs, dynamo=True, dynamic_shapes=...)`` as
+    torch's documentation writes it, saved graph-only at ``path``.
+
+    A module with weights in memory is exported exactly so (torch runs the onnxscript optimizer
+    on it); a module on the ``meta`` device is exported with ``optimize=False`` and optimised
+    here with its weights as graph inputs, since the optimizer would read their data.
+    """
+    module.eval()
+    on_meta = any(p.is_meta for p in module.parameters())
+    program = torch.onnx.export(
+        module,
+        args,
+        kwargs=kwargs or None,
+        dynamo=True,
+        optimize=not on_meta,
+        verbose=False,
+        dynamic_shapes=dynamic_shapes,
+    )
+    assert program is not None
+    if on_meta:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / path.name
+            program.save(str(raw), include_initializers=False, keep_initializers_as_inputs=True)
+            model = onnx.load(str(raw), load_external_data=False)
+        model = onnxscript.optimizer.optimize(model, output_size_limit=FOLD_OUTPUT_SIZE_LIMIT)
+        _inputs_to_external(model.graph, set(dynamic_shapes), f"{path.name}.data")
+    else:
+        weights = {name for name, _ in module.named_parameters()}
+        weights |= {name for name, _ in module.named_buffers()}
+        model = _weightless_model(program, path, weights)
+    return _finish(model, path)
+
+
+def export_torchscript(
+    module: nn.Module,
+    args: tuple[Any, ...],
+    input_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    path: Path,
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """``torch.onnx.export(module, args, path, dynamo=False, opset_version=opset,
+    input_names=..., dynamic_axes=...)``, graph-only: exported with ``export_params=False``, so
+    the weights come out as graph inputs, which then become initializers without data."""
+    module.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / path.name
+        torch.onnx.export(
+            module,
+            args,
+            str(raw),
+            dynamo=False,
+            opset_version=opset,
+            input_names=input_names,
+            dynamic_axes=dynamic_axes,
+            export_params=False,
         )
-        if is_tensor_constant and not onnx.numpy_helper.to_array(zero.attribute[0].t).any():
-            del node.input[2]
-    _remove_dead_nodes(graph)
+        model = onnx.load(str(raw), load_external_data=False)
+    _inputs_to_external(model.graph, set(input_names), f"{path.name}.data")
+    return _finish(model, path)
 
 
-def _remove_dead_nodes(graph: onnx.GraphProto) -> None:
-    needed = {out.name for out in graph.output}
-    live = []
-    for node in reversed(graph.node):
-        if needed.intersection(node.output):
-            live.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(live))
-    produced = {out for node in live for out in node.output}
-    value_info = [info for info in graph.value_info if info.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(value_info)
-
-
-def _strip_metadata(graph: onnx.GraphProto) -> None:
-    for node in graph.node:
-        node.doc_string = ""
-        kept = [p for p in node.metadata_props if p.key in KEEP_METADATA]
-        del node.metadata_props[:]
-        node.metadata_props.extend(kept)
+def _finish(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    graph = model.graph
+    graph.name = path.stem
+    _strip_metadata(graph)
+    _initializers_to_external(graph, set(), f"{path.name}.data")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return model
 
 
 def onnx_parameter_count(model: onnx.ModelProto) -> int:
-    """Number of scalars held in the model's initializers."""
-    return sum(math.prod(init.dims) for init in model.graph.initializer)
+    """Number of scalars held in the model's weights (its initializers without data)."""
+    return sum(
+        math.prod(init.dims)
+        for init in model.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL
+    )
 
 
-def export_module(
-    module: nn.Module,
-    example: torch.Tensor,
-    input_name: str,
-    path: Path,
-    family: str,
-    config: dict[str, Any],
-) -> Entry:
-    """Export ``module`` to ``path`` (graph only) and return its ``models.json`` entry."""
-    model = _to_onnx(module, example, input_name, path)
-    model = onnxscript.optimizer.optimize(model, output_size_limit=FOLD_OUTPUT_SIZE_LIMIT)
-    graph = model.graph
-    graph.name = path.stem
-    _constants_to_nodes(graph)
-    _drop_zero_conv_bias(graph)
-    _strip_metadata(graph)
-    # Check while the weights are still inputs: the checker insists on reading
-    # external data files, which are never written.
-    onnx.checker.check_model(model, full_check=True)
-    _weights_to_external(graph, {input_name}, f"{path.name}.data")
-    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-
-    return {
-        "file": path.name,
-        "family": family,
-        "config": config,
-        "parameters": sum(p.numel() for p in module.parameters()),
-        "onnx_parameters": onnx_parameter_count(model),
-        "inputs": {input_name: ["batch", *example.shape[1:]]},
-    }
+def build(model_class: Any, config: Any, on_meta: bool = True) -> nn.Module:
+    """A transformers model from its configuration, with no weights downloaded: on the ``meta``
+    device, or in memory with uninitialised weights (``no_init_weights``) when an exporter
+    needs tensors with data."""
+    if on_meta:
+        with torch.device("meta"):
+            return model_class._from_config(config)
+    with no_init_weights():
+        return model_class._from_config(config)
 
 
 # --------------------------------------------------------------------------------------
-# GPT (transformers GPT-2 architecture, as used for GPT-3 in the Alpa paper)
+# GPT (transformers' stock GPT-2, as used for GPT-3 in the Alpa paper)
 # --------------------------------------------------------------------------------------
-
-
-class GPT2Logits(GPT2LMHeadModel):
-    """GPT-2 LM returning only the logits, with an explicit causal mask.
-
-    Passing the 4-D mask skips transformers' mask builder, whose packed-sequence
-    detection adds CumSum/GatherND ops on position ids to the graph. The tied token
-    embedding / LM head is one initializer, ``lm_head.weight``.
-    """
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        mask = _causal_mask(input_ids.shape[1], input_ids.device)
-        out = super().forward(input_ids=input_ids, attention_mask=mask, use_cache=False)
-        return out.logits
 
 
 def export_gpt(path: Path, hidden: int, layers: int, heads: int, seq: int, vocab: int) -> Entry:
-    """GPT decoder (LM head tied to the token embedding), input ``input_ids[batch, seq]``."""
+    """Stock ``GPT2LMHeadModel`` called with ``input_ids[batch, seq]`` only (transformers
+    builds the causal mask in the graph), dynamic batch."""
     config = GPT2Config(
         n_embd=hidden,
         n_layer=layers,
@@ -240,41 +282,17 @@ def export_gpt(path: Path, hidden: int, layers: int, heads: int, seq: int, vocab
         bos_token_id=0,
         eos_token_id=0,
         use_cache=False,
-        attn_implementation="eager",
     )
-    with torch.device("meta"):
-        model = GPT2Logits(config)
+    model = build(GPT2LMHeadModel, config)
     example = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.int64, device="meta")
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
     cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
-    return export_module(model, example, "input_ids", path, "gpt", cfg)
+    return _entry(path, "gpt", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
 
 
 # --------------------------------------------------------------------------------------
 # BERT (masked-LM logits)
 # --------------------------------------------------------------------------------------
-
-
-class BertMLMLogits(BertForMaskedLM):
-    """BERT with its masked-LM head, returning only the logits.
-
-    Position and token-type ids are built in the forward pass instead of being read
-    from buffers, which have no data on the meta device. The (all-zero, no padding)
-    additive attention mask is passed in 4-D so that transformers does not expand
-    one to [batch, 1, seq, seq] from the input's shape.
-    """
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        seq, device = input_ids.shape[1], input_ids.device
-        positions = torch.arange(seq, device=device)[None]
-        token_types = torch.zeros(1, seq, dtype=torch.int64, device=device)
-        mask = torch.zeros(1, 1, 1, seq, device=device)
-        out = super().forward(
-            input_ids=input_ids,
-            attention_mask=mask,
-            token_type_ids=token_types,
-            position_ids=positions,
-        )
-        return out.logits
 
 
 def export_bert(
@@ -285,25 +303,51 @@ def export_bert(
     seq: int = 128,
     vocab: int = 30522,
 ) -> Entry:
-    """BERT encoder + MLM head (decoder tied to the word embedding), ``input_ids[batch, seq]``."""
+    """Stock ``BertForMaskedLM`` called with ``input_ids[batch, seq]`` only."""
     config = BertConfig(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
         vocab_size=vocab,
-        attn_implementation="eager",
     )
-    with torch.device("meta"):
-        model = BertMLMLogits(config)
+    model = build(BertForMaskedLM, config)
     example = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.int64, device="meta")
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
     cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
-    return export_module(model, example, "input_ids", path, "bert", cfg)
+    return _entry(path, "bert", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
+
+
+def _entry(
+    path: Path,
+    family: str,
+    config: dict[str, Any],
+    module: nn.Module,
+    model: onnx.ModelProto,
+    inputs: dict[str, list[Any]],
+) -> Entry:
+    entry: Entry = {
+        "file": path.name,
+        "family": family,
+        "config": config,
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "onnx_parameters": onnx_parameter_count(model),
+        "inputs": inputs,
+    }
+    return entry
 
 
 # --------------------------------------------------------------------------------------
 # GShard MoE (GPT-like decoder, every second MLP is a top-2 mixture of experts)
 # --------------------------------------------------------------------------------------
+
+
+def _causal_mask(seq: int, device: torch.device) -> torch.Tensor:
+    """Additive [1, 1, seq, seq] causal mask of the GShard model, built from Range ops."""
+    pos = torch.arange(seq, device=device)
+    future = pos[None, :] > pos[:, None]
+    mask = torch.where(future, torch.finfo(torch.float32).min, 0.0)
+    return mask[None, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -490,7 +534,8 @@ def export_moe(
         "capacity": math.ceil(capacity_factor * group_size * top_k / experts),
         "moe_layers": list(range(1, layers, 2)),
     }
-    return export_module(model, example, "input_ids", path, "moe", cfg)
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
+    return _entry(path, "moe", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
 
 
 # --------------------------------------------------------------------------------------
@@ -566,7 +611,9 @@ def export_wide_resnet(
         "image_size": image_size,
         "num_classes": num_classes,
     }
-    entry = export_module(model, example, "pixel_values", path, "wide_resnet", cfg)
+    onnx_model = export_dynamo(model, (example,), {}, {"pixel_values": BATCH_AXIS}, path)
+    shape = ["batch", 3, image_size, image_size]
+    entry = _entry(path, "wide_resnet", cfg, model, onnx_model, {"pixel_values": shape})
     entry["note"] = "onnx_parameters also counts BatchNorm running_mean/running_var buffers"
     return entry
 
@@ -592,7 +639,8 @@ def export_mlp(path: Path, features: int = 64, hidden: int = 256) -> Entry:
         model = TwoLayerMLP(features, hidden)
     example = torch.zeros(EXAMPLE_BATCH, features, device="meta")
     cfg = {"features": features, "hidden": hidden}
-    return export_module(model, example, "x", path, "mlp", cfg)
+    onnx_model = export_dynamo(model, (example,), {}, {"x": BATCH_AXIS}, path)
+    return _entry(path, "mlp", cfg, model, onnx_model, {"x": ["batch", features]})
 
 
 # --------------------------------------------------------------------------------------

@@ -189,6 +189,29 @@ for _name, _fn in (
     op(_name, static_ok=True)(_unary(_fn))
 
 for _name, _fn in (
+    ("IsNaN", lambda xp, x: xp.isnan(x)),
+    ("BitwiseNot", lambda xp, x: xp.invert(x)),
+):
+    op(_name, static_ok=True)(_unary(_fn))
+
+
+@op("IsInf", static_ok=True)
+def _is_inf(call: OpCall, inputs: Inputs) -> list[Array]:
+    x, xp = inputs[0], call.xp
+    positive = xp.isposinf(x) if call.attr("detect_positive", 1) else xp.zeros(x.shape, bool)
+    negative = xp.isneginf(x) if call.attr("detect_negative", 1) else xp.zeros(x.shape, bool)
+    return [xp.logical_or(positive, negative)]
+
+
+for _onnx, _np in (
+    ("BitwiseAnd", "bitwise_and"),
+    ("BitwiseOr", "bitwise_or"),
+    ("BitwiseXor", "bitwise_xor"),
+):
+    op(_onnx, static_ok=True)(_binary(_np))
+
+
+for _name, _fn in (
     ("Relu", lambda xp, x: jnp.maximum(x, 0).astype(x.dtype)),
     ("Tanh", lambda xp, x: jnp.tanh(x)),
     ("Sigmoid", lambda xp, x: jax.nn.sigmoid(x)),
@@ -392,6 +415,59 @@ def _gather(call: OpCall, inputs: Inputs) -> list[Array]:
     xp = call.xp
     indices = xp.where(indices < 0, indices + data.shape[axis], indices)
     return [xp.take(data, indices, axis=axis)]
+
+
+@op("GatherElements", static_ok=True)
+def _gather_elements(call: OpCall, inputs: Inputs) -> list[Array]:
+    data, indices = inputs[0], inputs[1]
+    axis = call.attr("axis", 0) % data.ndim
+    xp = call.xp
+    indices = xp.where(indices < 0, indices + data.shape[axis], indices)
+    return [xp.take_along_axis(data, indices, axis=axis)]
+
+
+@op("GatherND", static_ok=True)
+def _gather_nd(call: OpCall, inputs: Inputs) -> list[Array]:
+    """out[b..., i...] = data[b..., *indices[b..., i..., :]], the first `batch_dims` dims of
+    data and indices shared; negative indices count from the end."""
+    data, indices = inputs[0], inputs[1]
+    xp = call.xp
+    batch_dims = call.attr("batch_dims", 0)
+    depth = indices.shape[-1]
+    batch_shape = tuple(data.shape[:batch_dims])
+    indexed = data.shape[batch_dims : batch_dims + depth]
+    extents = xp.asarray(indexed, dtype=indices.dtype)
+    indices = xp.where(indices < 0, indices + extents, indices)
+    batch_size = math.prod(batch_shape)
+    flat_data = data.reshape((batch_size, *data.shape[batch_dims:]))
+    middle = indices.shape[batch_dims:-1]
+    flat_indices = indices.reshape((batch_size, math.prod(middle), depth))
+    rows = xp.arange(batch_size).reshape(-1, 1)
+    picked = flat_data[(rows, *(flat_indices[..., k] for k in range(depth)))]
+    tail = tuple(data.shape[batch_dims + depth :])
+    return [picked.reshape((*batch_shape, *middle, *tail))]
+
+
+@op("Pad", static_ok=True)
+def _pad(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    if call.opset >= 11:
+        pads = ints(inputs[1], "Pad's pads")
+        value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else 0
+        axes = ints(inputs[3], "Pad's axes") if len(inputs) > 3 and inputs[3] is not None else []
+    else:
+        pads, value, axes = list(call.attr("pads")), call.attr("value", 0.0), []
+    axes = [a % x.ndim for a in axes] or list(range(x.ndim))
+    widths = [(0, 0)] * x.ndim
+    for i, axis in enumerate(axes):
+        widths[axis] = (pads[i], pads[i + len(axes)])
+    if any(low < 0 or high < 0 for low, high in widths):
+        raise UnsupportedOp("Pad with negative pads")
+    mode = call.attr("mode", "constant")
+    if mode == "constant":
+        fill = np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+        return [call.xp.pad(x, widths, mode="constant", constant_values=fill)]
+    return [call.xp.pad(x, widths, mode={"reflect": "reflect", "edge": "edge"}[mode])]
 
 
 @op("Expand", static_ok=True)

@@ -5,10 +5,11 @@ Steps:
    graph-only model whose external weight file is absent plans like any other;
 2. bind symbolic dimensions: the batch (dimension 0 of every data input) from `batch_size`, any
    other from `dims`;
-3. infer shapes with data propagation, fold what is constant (Shape of a static tensor, and ops
-   whose inputs are all known small constants, evaluated with onnx's reference evaluator), infer
-   again, until nothing changes. onnx's data propagation alone leaves Range- and Shape-derived
-   tensors symbolic; folding is what makes a dynamic-batch export fully static;
+3. resolve static shapes in one pass over the nodes (`planner/shape_resolution.py`): onnx's
+   inference per node at concrete input shapes, with the values of the shape arithmetic
+   (Shape, Gather, Concat, Range, ...) evaluated as it goes; nodes whose outputs all have
+   values (constants and shape arithmetic) fold away. A shape that depends on data is an error
+   naming the tensor and its op;
 4. find which dimension of each tensor follows the batch: do step 3 again at twice the batch and
    compare shapes;
 5. build the immutable `Graph`, with FLOPs and bytes per op and the exporter's name scopes.
@@ -18,30 +19,27 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx.inliner
-from onnx import numpy_helper, shape_inference
-from onnx.reference import ReferenceEvaluator
+from onnx import numpy_helper
 
 from planner.graph import AttrValue, Graph, Op, Tensor, TensorKind, op_traffic_bytes
 from planner.op_flops import op_flops
+from planner.shape_resolution import (
+    VALUE_LIMIT_ELEMENTS,
+    KnownTensors,
+    Resolution,
+    resolve_shapes,
+)
 from plans.errors import InputError
 from plans.naming import unique_op_name
 
 # Metadata key under which torch's dynamo exporter records module name scopes per node.
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
-
-# Folding evaluates an op only when its inputs and outputs are at most this many elements:
-# shape arithmetic is tiny, and large constants (causal masks) cost memory for no gain.
-_FOLD_LIMIT_ELEMENTS = 1 << 16
-_MAX_FOLD_ROUNDS = 32
-_NONDETERMINISTIC_OPS = frozenset(
-    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"}
-)
 
 _DTYPE_NAMES: Mapping[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
@@ -67,16 +65,6 @@ _DTYPE_NAMES: Mapping[int, str] = {
 }
 
 
-@dataclass(frozen=True)
-class _Inferred:
-    """Shapes and dtypes of every tensor after binding, folding and inference."""
-
-    model: onnx.ModelProto
-    shapes: Mapping[str, tuple[int | str | None, ...] | None]
-    dtypes: Mapping[str, int]
-    folded: frozenset[str]  # names of tensors whose values became constants
-
-
 def load_onnx(
     path: str | Path, batch_size: int | None = None, dims: Mapping[str, int] | None = None
 ) -> Graph:
@@ -88,19 +76,9 @@ def load_onnx(
     model = _read_model(Path(path))
     bindings = dict(dims or {})
     batch = _bind_batch(model, source, batch_size, bindings)
-    inferred = _infer_static(model, source, bindings)
-    unknown = _unknown_shapes(inferred)
-    if unknown:
-        listed = ", ".join(f"{name} {shape}" for name, shape in unknown[:8])
-        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-        raise InputError(
-            source,
-            "tensor shapes",
-            "static shapes after binding (bind symbolic dimensions with --dim NAME=VALUE)",
-            f"{len(unknown)} tensors with unknown dimensions: {listed}{more}",
-        )
-    batch_dims = _batch_dims(model, source, bindings, batch, inferred)
-    return _build_graph(inferred, source, batch, batch_dims)
+    resolved = _resolve(model, source, bindings)
+    batch_dims = _batch_dims(model, source, bindings, batch, resolved)
+    return _build_graph(model, resolved, source, batch, batch_dims)
 
 
 # --- 1. reading -----------------------------------------------------------------------------
@@ -219,214 +197,80 @@ def _bind_batch(
     return batch_size
 
 
-def _bound_model(
-    model: onnx.ModelProto, source: str, bindings: Mapping[str, int], batch: int | None
-) -> onnx.ModelProto:
-    """A copy with data-input dimensions bound (and dimension 0 forced to `batch` if given),
-    intermediate shape annotations dropped so that inference starts from the inputs."""
-    bound = onnx.ModelProto()
-    bound.CopyFrom(model)
-    for value in _data_inputs(bound):
-        for position, dim in enumerate(value.type.tensor_type.shape.dim):
-            if position == 0 and batch is not None:
-                dim.dim_value = batch
-            elif dim.HasField("dim_param"):
-                if dim.dim_param not in bindings:
-                    raise InputError(
-                        source,
-                        f"graph.input[{value.name}].shape[{position}]",
-                        f"a value for the symbolic dimension '{dim.dim_param}' "
-                        f"(--dim {dim.dim_param}=N)",
-                        "none",
-                    )
-                dim.dim_value = bindings[dim.dim_param]
-            elif not dim.HasField("dim_value"):
+# --- 3. shapes -------------------------------------------------------------------------------
+
+
+def _resolve(
+    model: onnx.ModelProto, source: str, bindings: Mapping[str, int], batch: int | None = None
+) -> Resolution:
+    """Static shapes after binding (`planner/shape_resolution.py` does the work)."""
+    data_inputs = _data_inputs(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, int] = {}
+    values: dict[str, np.ndarray] = {}
+    for value in data_inputs:
+        shapes[value.name] = _bound_shape(value, source, bindings, batch)
+        dtypes[value.name] = value.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+        dtypes[init.name] = init.data_type
+        embedded = _embedded_value(init)
+        # Weights never get values: an op on a weight (a tied embedding's transpose) is work
+        # the model does, and the weight stays a trained parameter.
+        weight = _initializer_kind(init, False, False) is TensorKind.PARAMETER
+        if embedded is not None and not weight:
+            values[init.name] = embedded
+    return resolve_shapes(model, KnownTensors(shapes, dtypes, values), source)
+
+
+def _bound_shape(
+    value: onnx.ValueInfoProto, source: str, bindings: Mapping[str, int], batch: int | None
+) -> tuple[int, ...]:
+    """A data input's shape with its symbolic dimensions bound (dimension 0 forced to `batch`
+    if given)."""
+    tensor_type = value.type.tensor_type
+    if not value.type.HasField("tensor_type"):
+        raise InputError(source, f"graph.input[{value.name}]", "a tensor input", "another type")
+    if not tensor_type.HasField("shape"):
+        raise InputError(
+            source, f"graph.input[{value.name}].shape", "a shape (rank and dimensions)", "none"
+        )
+    dims: list[int] = []
+    for position, dim in enumerate(tensor_type.shape.dim):
+        if position == 0 and batch is not None:
+            dims.append(batch)
+        elif dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            if dim.dim_param not in bindings:
                 raise InputError(
                     source,
                     f"graph.input[{value.name}].shape[{position}]",
-                    "a named or fixed dimension",
-                    "an unnamed unknown dimension",
+                    f"a value for the symbolic dimension '{dim.dim_param}' "
+                    f"(--dim {dim.dim_param}=N)",
+                    "none",
                 )
-    del bound.graph.value_info[:]
-    for value in bound.graph.output:
-        value.type.tensor_type.ClearField("shape")
-    return bound
-
-
-# --- 3. inference and folding ---------------------------------------------------------------
-
-
-def _infer_static(
-    model: onnx.ModelProto, source: str, bindings: Mapping[str, int], batch: int | None = None
-) -> _Inferred:
-    current = _bound_model(model, source, bindings, batch)
-    folded: set[str] = set()
-    for _ in range(_MAX_FOLD_ROUNDS):
-        current = _infer(current, source)
-        shapes, dtypes = _shape_table(current)
-        current, newly_folded = _fold_once(current, shapes)
-        folded |= newly_folded
-        if not newly_folded:
-            break
-    shapes, dtypes = _shape_table(current)
-    return _Inferred(current, shapes, dtypes, frozenset(folded))
-
-
-def _infer(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
-    try:
-        return shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as error:  # InferenceError: inconsistent shapes in the model
-        raise InputError(
-            source, "shape inference", "consistent shapes", _first_line(error)
-        ) from None
-
-
-def _shape_table(
-    model: onnx.ModelProto,
-) -> tuple[dict[str, tuple[int | str | None, ...] | None], dict[str, int]]:
-    shapes: dict[str, tuple[int | str | None, ...] | None] = {}
-    dtypes: dict[str, int] = {}
-    graph = model.graph
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-        dtypes[init.name] = init.data_type
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        if value.name in shapes and shapes[value.name] is not None and value.name in dtypes:
-            continue
-        tensor_type = value.type.tensor_type
-        dtypes[value.name] = tensor_type.elem_type
-        if not tensor_type.HasField("shape"):
-            shapes[value.name] = None
-            continue
-        dims: list[int | str | None] = []
-        for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                dims.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
-                dims.append(dim.dim_param)
-            else:
-                dims.append(None)
-        shapes[value.name] = tuple(dims)
-    return shapes, dtypes
-
-
-def _is_static(shape: tuple[int | str | None, ...] | None) -> bool:
-    return shape is not None and all(isinstance(dim, int) for dim in shape)
+            dims.append(bindings[dim.dim_param])
+        else:
+            raise InputError(
+                source,
+                f"graph.input[{value.name}].shape[{position}]",
+                "a named or fixed dimension",
+                "an unnamed unknown dimension",
+            )
+    return tuple(dims)
 
 
 def _embedded_value(init: onnx.TensorProto) -> np.ndarray | None:
     if init.data_location == onnx.TensorProto.EXTERNAL:
         return None
     count = int(np.prod(init.dims)) if init.dims else 1
-    if count > _FOLD_LIMIT_ELEMENTS:
+    if count > VALUE_LIMIT_ELEMENTS:
         return None
     try:
         return numpy_helper.to_array(init)
-    except Exception:  # an exotic element type: leave it unfolded
+    except Exception:  # an exotic element type: leave it without a value
         return None
-
-
-def _fold_once(
-    model: onnx.ModelProto, shapes: Mapping[str, tuple[int | str | None, ...] | None]
-) -> tuple[onnx.ModelProto, set[str]]:
-    """Evaluate every op whose result is a known small constant; return the model with those
-    ops replaced by initializers, and the names of the tensors folded."""
-    values: dict[str, np.ndarray] = {}
-    for init in model.graph.initializer:
-        value = _embedded_value(init)
-        # Weights are never folded: an op on a weight (a tied embedding's transpose) is work
-        # the model does, and the weight stays a trained parameter.
-        if value is not None and _initializer_kind(init, False, False) is not TensorKind.PARAMETER:
-            values[init.name] = value
-    opsets = {entry.domain or "": entry.version for entry in model.opset_import}
-    folded_nodes: list[int] = []
-    for index, node in enumerate(model.graph.node):
-        results = _evaluate(node, values, shapes, opsets)
-        if results is None:
-            continue
-        values.update(results)
-        folded_nodes.append(index)
-    if not folded_nodes:
-        return model, set()
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    drop = set(folded_nodes)
-    kept = [node for index, node in enumerate(model.graph.node) if index not in drop]
-    new_names: set[str] = set()
-    for index in folded_nodes:
-        for name in model.graph.node[index].output:
-            if name:
-                new_names.add(name)
-    # Graph outputs that fold stay produced by an Identity of the constant, so the graph keeps
-    # its interface.
-    del result.graph.node[:]
-    result.graph.node.extend(kept)
-    existing = {init.name for init in result.graph.initializer}
-    for name in sorted(new_names):
-        if name not in existing:
-            result.graph.initializer.append(numpy_helper.from_array(values[name], name))
-    return result, new_names
-
-
-def _evaluate(
-    node: onnx.NodeProto,
-    values: Mapping[str, np.ndarray],
-    shapes: Mapping[str, tuple[int | str | None, ...] | None],
-    opsets: Mapping[str, int],
-) -> dict[str, np.ndarray] | None:
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC_OPS:
-        return None
-    if any(attr.type == onnx.AttributeProto.GRAPH for attr in node.attribute):
-        return None
-    if node.op_type in ("Shape", "Size"):
-        shape = shapes.get(node.input[0])
-        if not _is_static(shape):
-            return None
-        dims = np.array(shape, dtype=np.int64)
-        if node.op_type == "Size":
-            return {node.output[0]: np.array(int(np.prod(dims)), dtype=np.int64)}
-        attrs = {attr.name: attr.i for attr in node.attribute}
-        start, end = attrs.get("start", 0), attrs.get("end", len(dims))
-        return {node.output[0]: dims[start:end] if "end" in attrs else dims[start:]}
-    inputs = [name for name in node.input if name]
-    if any(name not in values for name in inputs):
-        return None
-    if sum(values[name].size for name in inputs) > _FOLD_LIMIT_ELEMENTS:
-        return None
-    try:
-        evaluator = ReferenceEvaluator(node, opsets=dict(opsets))
-        outputs = evaluator.run(None, {name: values[name] for name in inputs})
-    except Exception:  # the reference evaluator lacks the op or rejects its inputs: keep it
-        return None
-    results: dict[str, np.ndarray] = {}
-    for name, output in zip(node.output, outputs, strict=False):
-        array = np.asarray(output)
-        if array.size > _FOLD_LIMIT_ELEMENTS:
-            return None
-        if name:
-            results[name] = array
-    return results
-
-
-def _unknown_shapes(inferred: _Inferred) -> list[tuple[str, str]]:
-    unknown: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for node in inferred.model.graph.node:
-        for name in [*node.input, *node.output]:
-            if not name or name in seen:
-                continue
-            seen.add(name)
-            shape = inferred.shapes.get(name)
-            if not _is_static(shape):
-                shown = (
-                    "unknown"
-                    if shape is None
-                    else "["
-                    + ", ".join(str(dim if dim is not None else "?") for dim in shape)
-                    + "]"
-                )
-                unknown.append((name, shown))
-    return unknown
 
 
 # --- 4. batch dimensions --------------------------------------------------------------------
@@ -437,26 +281,22 @@ def _batch_dims(
     source: str,
     bindings: Mapping[str, int],
     batch: int,
-    inferred: _Inferred,
+    resolved: Resolution,
 ) -> dict[str, int]:
-    """Which dimension of each tensor scales with the batch: infer again at twice the batch and
-    keep, per tensor, the first dimension that doubled. A model whose graph fixes the batch in
-    its constants gives no answer at the other size; its tensors then have none."""
+    """Which dimension of each tensor scales with the batch: resolve again at twice the batch
+    and keep, per tensor, the first dimension that doubled. A model whose graph fixes the batch
+    in its constants gives no answer at the other size; its tensors then have none."""
     try:
-        doubled = _infer_static(model, source, bindings, batch=2 * batch)
+        doubled = _resolve(model, source, bindings, batch=2 * batch)
     except InputError:
         return {}
     found: dict[str, int] = {}
-    for name, shape in inferred.shapes.items():
+    for name, shape in resolved.shapes.items():
         other = doubled.shapes.get(name)
-        if not _is_static(shape) or not _is_static(other):
-            continue
-        assert shape is not None and other is not None
-        if len(shape) != len(other):
+        if other is None or len(shape) != len(other):
             continue
         for position, (small, large) in enumerate(zip(shape, other, strict=True)):
             if small != large:
-                assert isinstance(small, int) and isinstance(large, int)
                 if large == 2 * small:
                     found[name] = position
                 break
@@ -467,56 +307,65 @@ def _batch_dims(
 
 
 def _build_graph(
-    inferred: _Inferred, source: str, batch: int, batch_dims: Mapping[str, int]
+    model: onnx.ModelProto,
+    resolved: Resolution,
+    source: str,
+    batch: int,
+    batch_dims: Mapping[str, int],
 ) -> Graph:
-    graph = inferred.model.graph
-    data_inputs = {value.name for value in _data_inputs(inferred.model)}
+    graph = model.graph
+    data_inputs = {value.name for value in _data_inputs(model)}
     initializers = {init.name: init for init in graph.initializer}
     tensors: dict[str, Tensor] = {}
     warnings: list[str] = []
 
-    def add(name: str, kind: TensorKind, value: tuple[float, ...] | None = None) -> None:
+    def add(name: str, kind: TensorKind) -> None:
         if not name or name in tensors:
             return
-        shape = inferred.shapes[name]
-        assert shape is not None
-        dtype = _dtype_name(inferred.dtypes.get(name, 0), source, name)
+        dtype = _dtype_name(resolved.dtypes.get(name, 0), source, name)
+        value = resolved.values.get(name) if kind is TensorKind.CONSTANT else None
         tensors[name] = Tensor(
             name=name,
-            shape=tuple(int(dim) for dim in shape),  # type: ignore[arg-type]
+            shape=resolved.shapes[name],
             dtype=dtype,
             kind=kind,
             batch_dim=batch_dims.get(name),
-            value=value if kind is TensorKind.CONSTANT else None,
+            value=_small_value(value),
         )
 
     for name in data_inputs:
         add(name, TensorKind.INPUT)
-    referenced = {name for node in graph.node for name in node.input}
+    kept = [(index, node) for index, node in enumerate(graph.node) if index not in resolved.folded]
+    referenced = {name for _, node in kept for name in node.input}
+    folded_outputs = {
+        name for index in resolved.folded for name in graph.node[index].output if name
+    }
     statistics = _running_statistics(graph)
     for name, init in initializers.items():
         if name in referenced:  # dead weights are not part of the model
-            kind = _initializer_kind(init, name in inferred.folded, name in statistics)
-            add(name, kind, _small_value(init))
+            add(name, _initializer_kind(init, False, name in statistics))
+    for name in sorted(folded_outputs & (referenced | {v.name for v in graph.output})):
+        add(name, TensorKind.CONSTANT)
     ops: list[Op] = []
     names_used: set[str] = set()
     unknown_types: set[str] = set()
-    for index, node in enumerate(graph.node):
+    for index, node in kept:
         if node.op_type == "Constant" and not node.domain:
-            add(node.output[0], TensorKind.CONSTANT)  # not folded (too large): still a literal
+            add(node.output[0], TensorKind.CONSTANT)  # no value kept (too large): a literal
             continue
         for name in node.input:
             if name and name not in tensors:
                 # An input that no node produced and no initializer holds: a graph input that
                 # is also listed among initializers, or an outer-scope name.
                 add(name, TensorKind.INPUT)
-        for name in node.output:
+        outputs = tuple("" if name in resolved.unread else name for name in node.output)
+        for name in outputs:
             add(name, TensorKind.ACTIVATION)
         op = Op(
             name=unique_op_name(node.name, node.op_type, index, names_used),
             op_type=node.op_type,
             inputs=tuple(node.input),
-            outputs=tuple(node.output),
+            outputs=outputs,
             attributes=_attributes(node),
             scopes=_name_scopes(node),
             domain="" if node.domain == "ai.onnx" else node.domain,
@@ -572,8 +421,7 @@ def _initializer_kind(init: onnx.TensorProto, folded: bool, statistics: bool) ->
 _KEPT_VALUE_ELEMENTS = 64
 
 
-def _small_value(init: onnx.TensorProto) -> tuple[float, ...] | None:
-    value = _embedded_value(init)
+def _small_value(value: np.ndarray | None) -> tuple[float, ...] | None:
     if value is None or value.size > _KEPT_VALUE_ELEMENTS or value.dtype.kind not in "iufb":
         return None
     return tuple(value.reshape(-1).tolist())

@@ -131,16 +131,189 @@ def test_other_symbolic_dimensions_need_dim(tmp_path: Path) -> None:
     assert load_onnx(path, batch_size=2, dims={"seq": 7}).tensors["y"].shape == (2, 7)
 
 
-def test_tensors_left_unknown_are_listed(tmp_path: Path) -> None:
+def test_a_data_dependent_shape_is_one_error_naming_the_tensor_and_op(tmp_path: Path) -> None:
     # NonZero has a data-dependent output shape: no binding can make it static.
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.INT64, [2, None])
     model = make_model([helper.make_node("NonZero", ["x"], ["y"], name="nz")], [x], [y])
+    path = _save(model, tmp_path / "nz.onnx")
     with pytest.raises(InputError) as error:
-        load_onnx(_save(model, tmp_path / "nz.onnx"), batch_size=2)
-    message = str(error.value)
-    assert "tensor shapes: expected static shapes after binding" in message
-    assert "found 1 tensors with unknown dimensions: y [2, " in message
+        load_onnx(path, batch_size=2)
+    assert str(error.value) == (
+        f"{path}: tensor y: expected a shape that follows from the input shapes (bind them with "
+        "--batch-size and --dim NAME=VALUE), found a shape that depends on data: NonZero node nz "
+        "makes it from the data it reads"
+    )
+
+
+def test_a_top_k_whose_k_comes_from_data_names_the_input(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top")]
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", "k"])
+    model = make_model(nodes, [x, k], [v])
+    with pytest.raises(InputError) as error:
+        load_onnx(_save(model, tmp_path / "topk.onnx"), batch_size=2)
+    assert "tensor v: expected a shape that follows" in str(error.value)
+    assert "TopK node top makes it from the values of k" in str(error.value)
+
+
+def _causal_mask_model() -> onnx.ModelProto:
+    """transformers' causal-mask idiom on a dynamic sequence: positions from Range over the
+    input's Shape, LessOrEqual of kv against q positions, And with an all-true padding mask,
+    Expand to [batch, 1, seq, seq], Where into an additive mask added to scores."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 1, "seq", "seq"])
+    out = helper.make_tensor_value_info("masked", TensorProto.FLOAT, ["batch", 1, "seq", "seq"])
+    const = lambda name, value: helper.make_node(  # noqa: E731
+        "Constant", [], [name], value=numpy_helper.from_array(np.array(value))
+    )
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"]),
+        const("one_index", [1]),
+        const("zero", np.int64(0)),
+        const("one", np.int64(1)),
+        helper.make_node("Gather", ["shape", "one_index"], ["seq1"], axis=0),
+        helper.make_node("Squeeze", ["seq1"], ["seq"]),
+        helper.make_node("Range", ["zero", "seq", "one"], ["pos"]),
+        const("q_axes", [0, 1, 3]),
+        const("kv_axes", [0, 1, 2]),
+        helper.make_node("Unsqueeze", ["pos", "q_axes"], ["q"]),
+        helper.make_node("Unsqueeze", ["pos", "kv_axes"], ["kv"]),
+        helper.make_node("LessOrEqual", ["kv", "q"], ["causal"]),
+        helper.make_node("Shape", ["ids"], ["batch_and_seq"]),
+        helper.make_node("ConstantOfShape", ["batch_and_seq"], ["padding"],
+                         value=numpy_helper.from_array(np.array([True]))),
+        const("pad_axes", [1, 2]),
+        helper.make_node("Unsqueeze", ["padding", "pad_axes"], ["padding4"]),
+        helper.make_node("And", ["causal", "padding4"], ["allowed"]),
+        helper.make_node("Shape", ["scores"], ["scores_shape"]),
+        helper.make_node("Expand", ["allowed", "scores_shape"], ["allowed4"]),
+        const("no", np.float32(0.0)),
+        const("minus", np.float32(-1e9)),
+        helper.make_node("Where", ["allowed4", "no", "minus"], ["bias"]),
+        helper.make_node("Add", ["scores", "bias"], ["masked"], name="add_mask"),
+    ]  # fmt: skip
+    return make_model(nodes, [ids, scores], [out])
+
+
+def test_the_causal_mask_idiom_resolves_and_folds_away(tmp_path: Path) -> None:
+    path = _save(_causal_mask_model(), tmp_path / "mask.onnx")
+    graph = load_onnx(path, batch_size=3, dims={"seq": 5})
+    # The mask is made of constants and shapes only: it folds to one constant [3, 1, 5, 5].
+    assert [op.op_type for op in graph.ops] == ["Add"]
+    (bias,) = [graph.tensors[name] for name in graph.ops[0].inputs if name != "scores"]
+    assert bias.shape == (3, 1, 5, 5) and bias.kind is TensorKind.CONSTANT
+    assert graph.tensors["masked"].shape == (3, 1, 5, 5)
+    assert graph.tensors["masked"].batch_dim == 0
+
+
+def test_the_causal_mask_too_large_to_fold_still_gets_static_shapes(tmp_path: Path) -> None:
+    # [64, 1, 64, 64] bool is 262144 elements: over the value limit, so the builder stays ops,
+    # each with a concrete shape (no fresh unk__ symbols).
+    path = _save(_causal_mask_model(), tmp_path / "mask.onnx")
+    graph = load_onnx(path, batch_size=64, dims={"seq": 64})
+    assert graph.tensors["allowed4"].shape == (64, 1, 64, 64)
+    assert graph.tensors["bias"].shape == (64, 1, 64, 64)
+    assert graph.tensors["allowed"].shape == (64, 1, 64, 64)
+    assert graph.tensors["bias"].batch_dim == 0
+
+
+def test_an_unread_dropout_mask_needs_no_shape(tmp_path: Path) -> None:
+    # Opset 9: Dropout's mask output, which onnx's inference leaves without a shape.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    nodes = [
+        helper.make_node("Dropout", ["x"], ["d", "mask"], name="drop", ratio=0.5),
+        helper.make_node("Relu", ["d"], ["y"], name="relu"),
+    ]
+    graph = load_onnx(_save(make_model(nodes, [x], [y], opset=9), tmp_path / "d.onnx"), 2)
+    assert graph.op_by_name["drop"].outputs[0] == "d"
+    assert graph.tensors["y"].shape == (2, 4)
+
+
+ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in ZOO.glob("*.onnx")))
+def test_the_model_zoo_in_the_onnx_wheel_imports(name: str) -> None:
+    graph = load_onnx(ZOO / f"{name}.onnx")
+    assert graph.ops and all(len(t.shape) >= 0 for t in graph.tensors.values())
+    (output,) = graph.outputs
+    assert 1000 in graph.tensors[output].shape  # ImageNet classes
+
+
+def test_control_flow_is_refused_naming_the_node(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["out"])], "body", [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["positive"]),
+        helper.make_node("If", ["positive"], ["y"], name="branch", then_branch=body,
+                         else_branch=body),
+    ]  # fmt: skip
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    path = _save(make_model(nodes, [x], [y], [zero]), tmp_path / "if.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=2)
+    assert str(error.value) == (
+        f"{path}: node branch: expected no control flow (an If folds only when its condition is "
+        "a constant), found an If whose condition depends on data"
+    )
+
+
+def test_an_if_on_a_constant_condition_folds(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])
+
+    def branch(value: int) -> onnx.GraphProto:
+        constant = numpy_helper.from_array(np.array([value], np.int64))
+        return helper.make_graph(
+            [helper.make_node("Constant", [], ["shape"], value=constant)], f"b{value}", [],
+            [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+        )  # fmt: skip
+
+    nodes = [
+        helper.make_node("If", ["flag"], ["target"], name="pick", then_branch=branch(8),
+                         else_branch=branch(-1)),
+        helper.make_node("Reshape", ["x", "target"], ["y"], name="flatten"),
+    ]  # fmt: skip
+    flag = numpy_helper.from_array(np.array(True), "flag")
+    graph = load_onnx(_save(make_model(nodes, [x], [y], [flag]), tmp_path / "c.onnx"), 2)
+    assert [op.name for op in graph.ops] == ["flatten"]
+    assert graph.tensors["y"].shape == (8,)
+
+
+def test_a_sequence_op_is_refused_naming_the_node(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    nodes = [
+        helper.make_node("SplitToSequence", ["x"], ["parts"], name="split", axis=1),
+        helper.make_node("ConcatFromSequence", ["parts"], ["y"], name="join", axis=1),
+    ]
+    path = _save(make_model(nodes, [x], [y]), tmp_path / "seq.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path, batch_size=2)
+    assert str(error.value) == (
+        f"{path}: node split: expected tensor values only, found SplitToSequence, an op on "
+        "sequence or optional values"
+    )
+
+
+def test_weights_listed_as_graph_inputs_are_parameters(tmp_path: Path) -> None:
+    # keep_initializers_as_inputs (the TorchScript exporter, IR 3): initializers are inputs too.
+    model = mlp_model()
+    for init in model.graph.initializer:
+        model.graph.input.append(
+            helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        )
+    graph = load_onnx(_save(model, tmp_path / "inputs.onnx"), batch_size=2)
+    assert graph.inputs == ("x",)
+    assert graph.parameter_count == 16 * 32 * 2
 
 
 def test_unknown_op_types_still_load_with_a_warning(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_corpus_model_plans_and_the_plan_checks_against_the_model(
     capsys.readouterr()
     check = ["check", str(plan), "--model", str(model), "--cluster", str(cluster)]
     assert main([*check, *_dim_flags(entry)]) == exit_codes.OK, capsys.readouterr().out
-    assert capsys.readouterr().out.strip() == f"{plan}: ok"
+    assert capsys.readouterr().out.splitlines() == [f"{plan}: read alpa-plan/2", f"{plan}: ok"]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

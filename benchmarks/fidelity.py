@@ -42,6 +42,7 @@ from executor.onnx_model import load_model, seeded_weights  # noqa: E402
 from executor.ops import run_op  # noqa: E402
 from executor.profile import Grid, device_summary, time_call  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
+from planner.ops import cost_class_of  # noqa: E402
 
 # A nominal roofline for a 2-core AMD EPYC (Zen 4) virtual machine, NOT a datasheet of this VM:
 # float32 peak = 2 cores x 2.6 GHz (cpu MHz in /proc/cpuinfo) x 32 FLOP/cycle (two 256-bit FMA
@@ -121,10 +122,10 @@ def measure_layer(
                 flops=op.flops,
                 bytes_moved=bytes_moved,
                 measured_s=measured_s,
-                roofline_s=roofline.op_time_s(op.op_type, op.flops, bytes_moved, dtype),
+                roofline_s=roofline.op_time_s(cost_class_of(op), op.flops, bytes_moved, dtype),
                 calibrated_s=None
                 if calibrated is None
-                else calibrated.op_time_s(op.op_type, op.flops, bytes_moved, dtype),
+                else calibrated.op_time_s(cost_class_of(op), op.flops, bytes_moved, dtype),
             )
         )
     return rows

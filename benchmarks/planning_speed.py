@@ -31,6 +31,7 @@ from cost_models.mesh import logical_mesh  # noqa: E402
 from planner.graph import Graph, Subgraph, split_batch  # noqa: E402
 from planner.intra_op import IntraOpSettings, solve_stage  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
+from planner.ops import cast_floats  # noqa: E402
 from planner.options import PlanOptions  # noqa: E402
 from planner.search import plan  # noqa: E402
 from plans.errors import InfeasibleError  # noqa: E402
@@ -55,7 +56,7 @@ def gpt_model(hidden: int, layers: int, heads: int) -> Path:
 
 def ilp_rows(graph: Graph, ops_label: str, ops: list, microbatch: int) -> list[str]:
     cluster = load_cluster(P3, hosts=1)
-    typed = graph.cast_floats("float16")
+    typed = cast_floats(graph, "float16")
     tensors = split_batch(typed.tensors, graph.batch_size // microbatch)
     typed_ops = [typed.op_by_name[op.name] for op in ops]
     rows = []

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 import click
 from rich.markup import escape
 
-from cli import compare_command, exit_codes, inspect_commands, profile_command, run_command
+from cli import (
+    compare_command,
+    exit_codes,
+    inspect_commands,
+    ops_command,
+    profile_command,
+    run_command,
+)
 from cli.arguments import input_options, load_inputs, plan_options
 from cli.render import error_console, print_plan_summary, progress_bar
 from planner import __version__
@@ -161,6 +168,7 @@ inspect_commands.register(cli)
 run_command.register(cli)
 profile_command.register(cli)
 compare_command.register(cli)
+ops_command.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,15 +6,16 @@ no I/O; `cost_models.cluster_yaml` reads and writes the file, `executor.profile`
 
 Curves. Each is the time of ONE op as a function of its work, fitted to timings:
 
-- ``matmul[dtype]``: seconds versus FLOPs of a contraction (MatMul, Gemm, Einsum, Conv,
-  ConvTranspose), one curve per measured dtype;
+- ``matmul[dtype]``: seconds versus FLOPs of a contraction (`CostClass.CONTRACTION`: MatMul,
+  Gemm, Einsum, Conv, ConvTranspose), one curve per measured dtype;
 - ``elementwise``: seconds versus bytes moved of a memory-bound op (measured with Add);
 - ``reduction``: seconds versus bytes moved of a row reduction (measured with a softmax over the
   last axis), used for softmax, normalisations, Reduce* and friends;
 - optional class curves, seconds versus bytes moved, for memory-bound ops whose time per byte
   differs from an Add's on the device (on a CPU, a transpose streams 2-3x faster than an Add of
   the same bytes and a tanh is compute-bound): ``copy`` (measured with a transpose; used for
-  data movement, `COPY_OPS`) and ``transcendental`` (measured with tanh; `TRANSCENDENTAL_OPS`).
+  `CostClass.COPY`) and ``transcendental`` (measured with tanh; `CostClass.TRANSCENDENTAL`).
+  Which op types are in which class the op registry says (`planner/ops/`).
   A calibration without them prices those ops by ``elementwise``.
 
 A curve is a list of points (work, seconds) with work strictly increasing and seconds not
@@ -29,7 +30,7 @@ Pricing an op (`Calibration.op_time_s`):
 
 - a contraction: ``max(matmul[dtype](flops), elementwise(bytes))`` (a skinny product is
   memory-bound, as in the roofline);
-- a reduction type: ``reduction(bytes)``; a copy or transcendental op: its class curve when
+- a reduction: ``reduction(bytes)``; a copy or transcendental op: its class curve when
   measured; any other op: ``elementwise(bytes)``;
 - an op that moves nothing and computes nothing (a view) costs 0, as in the roofline.
 
@@ -62,14 +63,13 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 
 from cost_models.cluster import Cluster, Gpu, Link
-from cost_models.compute import CONTRACTION_OPS, DATA_MOVEMENT_OPS
+from cost_models.compute import CostClass
 
 __all__ = [
     "CALIBRATION_FORMAT",
     "COLLECTIVES",
     "LINK_KINDS",
     "OP_CLASSES",
-    "REDUCTION_OPS",
     "Calibration",
     "CollectiveSample",
     "Curve",
@@ -87,61 +87,11 @@ COLLECTIVES: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "a
 # The collectives whose fit sets a link's alpha and beta (ring algorithms, one formula family).
 _LINK_COLLECTIVES = frozenset({"all_reduce", "all_gather", "reduce_scatter"})
 
-# Ops priced by the reduction curve: they reduce along an axis (a pass for statistics, then a
-# pass to write), unlike elementwise ops that stream once.
-REDUCTION_OPS = frozenset(
-    {
-        "Softmax",
-        "LogSoftmax",
-        "LayerNormalization",
-        "SimplifiedLayerNormalization",
-        "InstanceNormalization",
-        "GroupNormalization",
-        "ReduceMean",
-        "ReduceSum",
-        "ReduceMax",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceSumSquare",
-        "ReduceLogSumExp",
-        "ArgMax",
-        "ArgMin",
-        "CumSum",
-        "TopK",
-    }
-)
-
-
-# Ops that move data without arithmetic: priced by the `copy` curve when there is one.
-COPY_OPS = DATA_MOVEMENT_OPS
-# Elementwise ops with a transcendental function: the `transcendental` curve when there is one.
-TRANSCENDENTAL_OPS = frozenset(
-    {
-        "Tanh",
-        "Erf",
-        "Exp",
-        "Log",
-        "Sigmoid",
-        "Pow",
-        "Sqrt",
-        "Gelu",
-        "FastGelu",
-        "Softplus",
-        "Sin",
-        "Cos",
-        "Atan",
-        "Mish",
-        "Selu",
-        "Elu",
-        "HardSwish",
-    }
-)
-# Class name -> the ops it prices; the names are the calibration file's keys.
-OP_CLASSES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("copy", COPY_OPS),
-    ("transcendental", TRANSCENDENTAL_OPS),
+# Optional class curves, by name (the calibration file's keys): the kernel classes a curve of
+# its own prices when measured (else the elementwise curve does).
+OP_CLASSES: tuple[tuple[str, CostClass], ...] = (
+    ("copy", CostClass.COPY),
+    ("transcendental", CostClass.TRANSCENDENTAL),
 )
 
 
@@ -276,19 +226,21 @@ class Calibration:
             flops = flops * gpu.peak_flops(borrowed) / gpu.peak_flops(dtype)
         return self.matmul_curve(borrowed).time_s(flops)
 
-    def op_time_s(self, op_type: str, flops: float, bytes_moved: float, dtype: str) -> float:
+    def op_time_s(self, cost: CostClass, flops: float, bytes_moved: float, dtype: str) -> float:
         if flops <= 0 and bytes_moved <= 0:
             return 0.0
-        if op_type in CONTRACTION_OPS:
+        if cost is CostClass.CONTRACTION:
             return max(self.contraction_time_s(flops, dtype), self.elementwise.time_s(bytes_moved))
-        curve = self.reduction if op_type in REDUCTION_OPS else self.memory_curve(op_type)
-        return curve.time_s(bytes_moved if bytes_moved > 0 else flops)
+        return self.memory_curve(cost).time_s(bytes_moved if bytes_moved > 0 else flops)
 
-    def memory_curve(self, op_type: str) -> Curve:
-        """The curve pricing a memory-bound, non-reduction op: its class's, else elementwise."""
+    def memory_curve(self, cost: CostClass) -> Curve:
+        """The curve pricing a memory-bound op of class `cost`: the reduction curve, a measured
+        class curve, else the elementwise curve."""
+        if cost is CostClass.REDUCTION:
+            return self.reduction
         measured = dict(self.op_classes)
-        for name, ops in OP_CLASSES:
-            if op_type in ops and name in measured:
+        for name, kind in OP_CLASSES:
+            if kind is cost and name in measured:
                 return measured[name]
         return self.elementwise
 

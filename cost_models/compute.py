@@ -12,36 +12,23 @@ A calibration measured on the hardware replaces it with fitted curves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from cost_models.cluster import Gpu
 
-# ONNX op types that are contractions (matmul-like): priced by matmul throughput, and their
-# backward costs twice their forward.
-CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose"})
 
-# ONNX op types that move or index data without arithmetic: no FLOPs (`planner/op_flops.py`),
-# priced by their bytes (a calibration's `copy` curve, `cost_models/calibration.py`).
-DATA_MOVEMENT_OPS = frozenset(
-    {
-        "Transpose",
-        "Concat",
-        "Split",
-        "Slice",
-        "Gather",
-        "GatherElements",
-        "GatherND",
-        "ScatterND",
-        "ScatterElements",
-        "Expand",
-        "Tile",
-        "Pad",
-        "Cast",
-        "Identity",
-        "DepthToSpace",
-        "SpaceToDepth",
-    }
-)
+class CostClass(StrEnum):
+    """The class of kernel an op runs as, which decides how it is priced. Which op types fall
+    in which class is the op registry's to say (`planner/ops/`); the cost models know classes
+    only."""
+
+    CONTRACTION = "contraction"  # matmul-like: priced by matmul throughput
+    ELEMENTWISE = "elementwise"  # streams its bytes once (an Add)
+    TRANSCENDENTAL = "transcendental"  # elementwise with a transcendental function (a tanh)
+    REDUCTION = "reduction"  # reduces along an axis: a pass for statistics, a pass to write
+    COPY = "copy"  # moves or indexes data without arithmetic (a transpose)
+
 
 # Backward-to-forward compute ratio. Source: a contraction Y = X W needs dX = dY W^T and
 # dW = X^T dY, two products of the forward's size (Kaplan et al. 2020, "Scaling Laws", 6N
@@ -49,6 +36,13 @@ DATA_MOVEMENT_OPS = frozenset(
 # the incoming gradient and writes one gradient: about one forward's traffic.
 BACKWARD_RATIO_CONTRACTION = 2.0
 BACKWARD_RATIO_MEMORY_BOUND = 1.0
+
+
+def backward_ratio(cost: CostClass) -> float:
+    """Backward compute over forward compute for an op of kernel class `cost`."""
+    if cost is CostClass.CONTRACTION:
+        return BACKWARD_RATIO_CONTRACTION
+    return BACKWARD_RATIO_MEMORY_BOUND
 
 
 def roofline_s(flops: float, bytes_moved: float, gpu: Gpu, dtype: str) -> float:
@@ -59,8 +53,8 @@ def roofline_s(flops: float, bytes_moved: float, gpu: Gpu, dtype: str) -> float:
 class ComputeModel(Protocol):
     """What one op costs on one GPU."""
 
-    def op_time_s(self, op_type: str, flops: float, bytes_moved: float, dtype: str) -> float:
-        """Seconds for an op of ONNX type `op_type` doing `flops` and moving `bytes_moved`."""
+    def op_time_s(self, cost: CostClass, flops: float, bytes_moved: float, dtype: str) -> float:
+        """Seconds for an op of kernel class `cost` doing `flops` and moving `bytes_moved`."""
         ...
 
     def describe(self) -> str:
@@ -74,8 +68,8 @@ class Roofline:
 
     gpu: Gpu
 
-    def op_time_s(self, op_type: str, flops: float, bytes_moved: float, dtype: str) -> float:
-        del op_type
+    def op_time_s(self, cost: CostClass, flops: float, bytes_moved: float, dtype: str) -> float:
+        del cost
         return roofline_s(flops, bytes_moved, self.gpu, dtype)
 
     def describe(self) -> str:

@@ -219,8 +219,77 @@ for _name, _fn in (
     ("Softplus", lambda xp, x: jax.nn.softplus(x)),
     ("Sin", lambda xp, x: jnp.sin(x)),
     ("Cos", lambda xp, x: jnp.cos(x)),
+    ("Tan", lambda xp, x: jnp.tan(x)),
+    ("Asin", lambda xp, x: jnp.arcsin(x)),
+    ("Acos", lambda xp, x: jnp.arccos(x)),
+    ("Atan", lambda xp, x: jnp.arctan(x)),
+    ("Sinh", lambda xp, x: jnp.sinh(x)),
+    ("Cosh", lambda xp, x: jnp.cosh(x)),
+    ("Asinh", lambda xp, x: jnp.arcsinh(x)),
+    ("Acosh", lambda xp, x: jnp.arccosh(x)),
+    ("Atanh", lambda xp, x: jnp.arctanh(x)),
+    ("Softsign", lambda xp, x: x / (1 + jnp.abs(x))),
+    ("Mish", lambda xp, x: x * jnp.tanh(jax.nn.softplus(x))),
 ):
     op(_name)(_unary(_fn))
+
+# Round: to nearest, ties to even (as ONNX specifies and numpy rounds).
+op("Round", static_ok=True)(_unary(lambda xp, x: xp.round(x)))
+
+
+def _exponential_linear(x: Array, alpha: float) -> Array:
+    """alpha (e^x - 1) below 0, x above."""
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+
+
+@op("Elu")
+def _elu(call: OpCall, inputs: Inputs) -> list[Array]:
+    return [_exponential_linear(inputs[0], call.attr("alpha", 1.0))]
+
+
+@op("Celu")
+def _celu(call: OpCall, inputs: Inputs) -> list[Array]:
+    alpha = call.attr("alpha", 1.0)
+    x = inputs[0]
+    return [jnp.maximum(x, 0) + jnp.minimum(0, alpha * jnp.expm1(jnp.minimum(x, 0) / alpha))]
+
+
+@op("Selu")
+def _selu(call: OpCall, inputs: Inputs) -> list[Array]:
+    alpha = call.attr("alpha", 1.67326319217681884765625)
+    gamma = call.attr("gamma", 1.05070102214813232421875)
+    return [gamma * _exponential_linear(inputs[0], alpha)]
+
+
+@op("HardSigmoid")
+def _hard_sigmoid(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    return [jnp.clip(call.attr("alpha", 0.2) * x + call.attr("beta", 0.5), 0, 1).astype(x.dtype)]
+
+
+@op("HardSwish")
+def _hard_swish(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    return [x * jnp.clip(x / 6 + 0.5, 0, 1).astype(x.dtype)]
+
+
+@op("ThresholdedRelu")
+def _thresholded_relu(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    return [jnp.where(x > call.attr("alpha", 1.0), x, jnp.zeros_like(x))]
+
+
+@op("PRelu")
+def _prelu(call: OpCall, inputs: Inputs) -> list[Array]:
+    x, slope = inputs[0], inputs[1]
+    return [jnp.where(x < 0, slope * x, x)]
+
+
+@op("BitShift", static_ok=True)
+def _bit_shift(call: OpCall, inputs: Inputs) -> list[Array]:
+    x, shift = inputs[0], inputs[1]
+    left = call.attr("direction", "LEFT") == "LEFT"
+    return [call.xp.left_shift(x, shift) if left else call.xp.right_shift(x, shift)]
 
 
 @op("Gelu")
@@ -609,6 +678,51 @@ def _conv(call: OpCall, inputs: Inputs) -> list[Array]:
     return [result]
 
 
+@op("ConvTranspose")
+def _conv_transpose(call: OpCall, inputs: Inputs) -> list[Array]:
+    """The gradient of a convolution: the input dilated by the strides, convolved with the
+    weight flipped in space and with input and output channels swapped (per group)."""
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    spatial = x.ndim - 2
+    if spatial > 3:
+        raise UnsupportedOp("ConvTranspose with more than 3 spatial dimensions")
+    group = call.attr("group", 1)
+    kernel = list(call.attr("kernel_shape", w.shape[2:]))
+    strides = list(call.attr("strides", [1] * spatial))
+    dilations = list(call.attr("dilations", [1] * spatial))
+    extra = list(call.attr("output_padding", [0] * spatial))
+    if call.attr("output_shape") is not None or call.attr("auto_pad", "NOTSET") != "NOTSET":
+        raise UnsupportedOp("ConvTranspose with output_shape or auto_pad")
+    flat = list(call.attr("pads", [0] * (2 * spatial)))
+    padding = [
+        (d * (k - 1) - flat[i], d * (k - 1) - flat[i + spatial] + extra[i])
+        for i, (k, d) in enumerate(zip(kernel, dilations, strict=True))
+    ]
+    c_in, c_out = w.shape[0], w.shape[1] * group
+    # [C_in, C_out / g, k...] -> [C_out, C_in / g, k...], flipped in space.
+    grouped = w.reshape((group, c_in // group, c_out // group, *w.shape[2:]))
+    swapped = jnp.swapaxes(grouped, 1, 2).reshape((c_out, c_in // group, *w.shape[2:]))
+    flipped = jnp.flip(swapped, axis=tuple(range(2, 2 + spatial)))
+    letters = "DHW"[-spatial:]
+    numbers = lax.conv_dimension_numbers(
+        x.shape, flipped.shape, ("NC" + letters, "OI" + letters, "NC" + letters)
+    )
+    result = lax.conv_general_dilated(
+        x,
+        flipped,
+        window_strides=[1] * spatial,
+        padding=padding,
+        lhs_dilation=strides,
+        rhs_dilation=dilations,
+        dimension_numbers=numbers,
+        feature_group_count=group,
+    )
+    if bias is not None:
+        result = result + bias.reshape((1, -1) + (1,) * spatial)
+    return [result]
+
+
 # --- pooling and normalisation ---------------------------------------------------------------
 
 
@@ -651,6 +765,14 @@ def _average_pool(call: OpCall, inputs: Inputs) -> list[Array]:
     return [total / counts]
 
 
+@op("LpPool")
+def _lp_pool(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    p = call.attr("p", 2)
+    total = _pool(call, jnp.abs(x) ** p, np.array(0, x.dtype), lax.add)
+    return [total ** (1.0 / p)]
+
+
 @op("GlobalAveragePool", "GlobalMaxPool")
 def _global_pool(call: OpCall, inputs: Inputs) -> list[Array]:
     x = inputs[0]
@@ -687,6 +809,49 @@ def _layer_norm(call: OpCall, inputs: Inputs) -> list[Array]:
     return [result, mean, inverse][: call.outputs]
 
 
+@op("RMSNormalization", "SimplifiedLayerNormalization")
+def _rms_norm(call: OpCall, inputs: Inputs) -> list[Array]:
+    """x / sqrt(mean(x^2) + epsilon) * scale over the axes from `axis` on (RMSNormalization,
+    opset 23; onnxruntime's SimplifiedLayerNormalization, whose second output is the inverse
+    root)."""
+    x, scale = inputs[0], inputs[1]
+    axis = call.attr("axis", -1) % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    inverse = lax.rsqrt(jnp.mean(x * x, axis=axes, keepdims=True) + call.attr("epsilon", 1e-5))
+    return [x * inverse * scale, inverse][: call.outputs]
+
+
+def _normalise(x: Array, axes: tuple[int, ...], epsilon: float) -> Array:
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centred = x - mean
+    return centred * lax.rsqrt(jnp.mean(centred * centred, axis=axes, keepdims=True) + epsilon)
+
+
+@op("InstanceNormalization")
+def _instance_norm(call: OpCall, inputs: Inputs) -> list[Array]:
+    x, scale, bias = inputs[0], inputs[1], inputs[2]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    normal = _normalise(x, tuple(range(2, x.ndim)), call.attr("epsilon", 1e-5))
+    return [normal * scale.reshape(shape) + bias.reshape(shape)]
+
+
+@op("GroupNormalization")
+def _group_norm(call: OpCall, inputs: Inputs) -> list[Array]:
+    """Statistics over each group of channels and the spatial axes; scale and bias per channel
+    (opset 21) or per group (opset 18)."""
+    x, scale, bias = inputs[0], inputs[1], inputs[2]
+    groups = call.attr("num_groups")
+    n, c = x.shape[0], x.shape[1]
+    grouped = x.reshape((n, groups, c // groups, *x.shape[2:]))
+    normal = _normalise(grouped, tuple(range(2, grouped.ndim)), call.attr("epsilon", 1e-5))
+    if scale.shape[0] == groups and groups != c:
+        per_group = (1, groups, 1) + (1,) * (x.ndim - 2)
+        normal = normal * scale.reshape(per_group) + bias.reshape(per_group)
+        return [normal.reshape(x.shape)]
+    per_channel = (1, c) + (1,) * (x.ndim - 2)
+    return [normal.reshape(x.shape) * scale.reshape(per_channel) + bias.reshape(per_channel)]
+
+
 @op("Softmax", "LogSoftmax")
 def _softmax(call: OpCall, inputs: Inputs) -> list[Array]:
     x = inputs[0]
@@ -716,6 +881,12 @@ def _reduce(name: str, since: int) -> OpFn:
             return [xp.sum(x * x, axis=reduced, keepdims=keep)]
         if name == "l2":
             return [xp.sqrt(xp.sum(x * x, axis=reduced, keepdims=keep))]
+        if name == "l1":
+            return [xp.sum(xp.abs(x), axis=reduced, keepdims=keep)]
+        if name == "log_sum_exp":
+            peak = xp.max(x, axis=reduced, keepdims=True)
+            total = xp.log(xp.sum(xp.exp(x - peak), axis=reduced, keepdims=True)) + peak
+            return [total if keep else xp.squeeze(total, axis=reduced)]
         return [getattr(xp, name)(x, axis=reduced, keepdims=keep)]
 
     return apply
@@ -729,6 +900,8 @@ for _onnx, _fn_name in (
     ("ReduceProd", "prod"),
     ("ReduceSumSquare", "sum_square"),
     ("ReduceL2", "l2"),
+    ("ReduceL1", "l1"),
+    ("ReduceLogSumExp", "log_sum_exp"),
 ):
     # ReduceSum took axes as an input from opset 13, the others from opset 18.
     op(_onnx, static_ok=True)(_reduce(_fn_name, 13 if _onnx == "ReduceSum" else 18))
@@ -756,3 +929,105 @@ def _top_k(call: OpCall, inputs: Inputs) -> list[Array]:
     if not largest:
         values = -values
     return [jnp.moveaxis(values, -1, axis), jnp.moveaxis(indices, -1, axis)]
+
+
+# --- scatters and resizing -------------------------------------------------------------------
+
+
+def _scattered(data: Array, index: tuple[Array, ...], updates: Array, reduction: str) -> Array:
+    target = data.at[index]
+    if reduction == "none":
+        return target.set(updates)
+    combine = {"add": target.add, "mul": target.multiply, "max": target.max, "min": target.min}
+    if reduction not in combine:
+        raise UnsupportedOp(f"scatter reduction {reduction!r}")
+    return combine[reduction](updates)
+
+
+@op("ScatterND")
+def _scatter_nd(call: OpCall, inputs: Inputs) -> list[Array]:
+    data, indices, updates = inputs[0], inputs[1], inputs[2]
+    depth = indices.shape[-1]
+    index = tuple(indices[..., k] for k in range(depth))
+    return [_scattered(jnp.asarray(data), index, updates, call.attr("reduction", "none"))]
+
+
+@op("ScatterElements")
+def _scatter_elements(call: OpCall, inputs: Inputs) -> list[Array]:
+    data, indices, updates = inputs[0], inputs[1], inputs[2]
+    axis = call.attr("axis", 0) % data.ndim
+    positions = list(jnp.indices(indices.shape, sparse=True))
+    positions[axis] = jnp.where(indices < 0, indices + data.shape[axis], indices)
+    index = tuple(positions)
+    return [_scattered(jnp.asarray(data), index, updates, call.attr("reduction", "none"))]
+
+
+def _source_coordinates(call: OpCall, size_in: int, size_out: int, scale: float) -> np.ndarray:
+    """Where each output coordinate samples the input along one axis, by the node's
+    coordinate_transformation_mode."""
+    out = np.arange(size_out, dtype=np.float64)
+    mode = call.attr("coordinate_transformation_mode", "half_pixel")
+    if call.opset < 11:
+        mode = "asymmetric"  # Upsample and Resize-10 sample asymmetrically
+    if mode == "half_pixel":
+        return (out + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (out + 0.5) / scale - 0.5 if size_out > 1 else np.zeros_like(out)
+    if mode == "align_corners":
+        return out * (size_in - 1) / (size_out - 1) if size_out > 1 else np.zeros_like(out)
+    if mode == "asymmetric":
+        return out / scale
+    raise UnsupportedOp(f"Resize with coordinate_transformation_mode={mode!r}")
+
+
+def _nearest(call: OpCall, coordinates: np.ndarray, size_in: int) -> np.ndarray:
+    mode = call.attr("nearest_mode", "round_prefer_floor") if call.opset >= 11 else "floor"
+    if mode == "floor":
+        index = np.floor(coordinates)
+    elif mode == "ceil":
+        index = np.ceil(coordinates)
+    elif mode == "round_prefer_ceil":
+        index = np.floor(coordinates + 0.5)
+    else:  # round_prefer_floor
+        index = np.ceil(coordinates - 0.5)
+    return np.clip(index, 0, size_in - 1).astype(np.int64)
+
+
+@op("Resize", "Upsample")
+def _resize(call: OpCall, inputs: Inputs) -> list[Array]:
+    """Nearest or linear resizing, axis by axis (separable), from `scales` or `sizes`."""
+    x = inputs[0]
+    if call.op_type == "Upsample" and call.opset >= 9:
+        scales = [float(v) for v in np.asarray(inputs[1]).reshape(-1)]
+    elif call.op_type == "Upsample":
+        scales = [float(v) for v in call.attr("scales")]
+    else:
+        scale_input = 1 if call.opset < 11 else 2
+        given = inputs[scale_input] if len(inputs) > scale_input else None
+        sizes = inputs[3] if call.opset >= 11 and len(inputs) > 3 else None
+        if given is not None and np.asarray(given).size:
+            scales = [float(v) for v in np.asarray(given).reshape(-1)]
+        else:
+            wanted = ints(sizes, "Resize's sizes")
+            scales = [w / n for w, n in zip(wanted, x.shape, strict=True)]
+    mode = call.attr("mode", "nearest")
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise UnsupportedOp(f"Resize with mode={mode!r}")
+    result = x
+    for axis, (size_in, scale) in enumerate(zip(x.shape, scales, strict=True)):
+        size_out = math.floor(size_in * scale + 1e-9)
+        if size_out == size_in and scale == 1.0:
+            continue
+        coordinates = _source_coordinates(call, size_in, size_out, scale)
+        if mode == "nearest":
+            result = jnp.take(result, _nearest(call, coordinates, size_in), axis=axis)
+            continue
+        clipped = np.clip(coordinates, 0, size_in - 1)
+        low = np.floor(clipped).astype(np.int64)
+        high = np.minimum(low + 1, size_in - 1)
+        weight = (clipped - low).astype(np.float32)
+        shape = [1] * x.ndim
+        shape[axis] = size_out
+        w = jnp.asarray(weight.reshape(shape), dtype=result.dtype)
+        result = jnp.take(result, low, axis=axis) * (1 - w) + jnp.take(result, high, axis=axis) * w
+    return [result]

@@ -38,6 +38,7 @@ from planner.intra_op import PreparedStage, StageSharding, prepare_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice, cluster_layers, scoped_units
 from planner.microbatches import search_counts
+from planner.ops import cast_floats
 from planner.options import PlanOptions, Search
 from planner.pipeline_time import in_flight
 from planner.placement import place_stages
@@ -110,7 +111,7 @@ class BaselineContext:
     _solved: dict[tuple[object, ...], StageSharding | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.typed = self.graph.cast_floats(self.options.dtype)
+        self.typed = cast_floats(self.graph, self.options.dtype)
         units = scoped_units(self.typed)
         # Every scoped layer (a transformer block) on its own, as Megatron splits them.
         self.layers = cluster_layers(self.typed, len(units) or self.options.layers)

@@ -173,19 +173,6 @@ class Graph:
             [self.inputs, self.outputs],
         )
 
-    def cast_floats(self, dtype: str) -> Graph:
-        """The same graph with every floating-point tensor stored as `dtype`.
-
-        Planning for float16 training of a model exported in float32 prices its tensors at two
-        bytes each; op byte counts are recomputed through `recount`.
-        """
-        if dtype not in FLOAT_DTYPES:
-            raise ValueError(f"expected a floating-point dtype, found {dtype!r}")
-        tensors = {
-            name: replace(t, dtype=dtype) if t.is_float else t for name, t in self.tensors.items()
-        }
-        return recount(replace(self, tensors=tensors))
-
 
 @dataclass(frozen=True, eq=False)
 class Subgraph:
@@ -310,40 +297,6 @@ def split_batch(tensors: Mapping[str, Tensor], ways: int) -> dict[str, Tensor]:
         shape[tensor.batch_dim] //= ways
         split[name] = replace(tensor, shape=tuple(shape))
     return split
-
-
-def op_traffic_bytes(op: Op, tensors: Mapping[str, Tensor]) -> tuple[int, int]:
-    """(bytes read, bytes written) of one op in memory, from the sizes of its tensors.
-
-    Views (reshape and friends) move nothing. Gathers and slices read only what they emit.
-    """
-    if op.op_type in VIEW_OPS:
-        return 0, 0
-    outputs = [tensors[name] for name in op.outputs if name]
-    written = sum(t.size_bytes for t in outputs)
-    inputs = [tensors[name] for name in dict.fromkeys(op.present_inputs)]
-    if op.op_type in SELECTING_OPS and inputs:
-        # The data operand is read only where selected: count the output size for it, plus
-        # the index operands in full.
-        read = written + sum(t.size_bytes for t in inputs[1:])
-    else:
-        read = sum(t.size_bytes for t in inputs)
-    return read, written
-
-
-def recount(graph: Graph) -> Graph:
-    """Recompute every op's bytes read and written from the graph's tensors."""
-    ops = []
-    for op in graph.ops:
-        read, written = op_traffic_bytes(op, graph.tensors)
-        ops.append(replace(op, bytes_read=read, bytes_written=written))
-    return replace(graph, ops=tuple(ops))
-
-
-# Ops that only relabel memory: no traffic, no FLOPs.
-VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout"})
-# Ops that read only part of their first input.
-SELECTING_OPS = frozenset({"Gather", "GatherElements", "GatherND", "Slice"})
 
 
 def _sorted(tensors: Iterable[Tensor]) -> list[Tensor]:

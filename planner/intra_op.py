@@ -32,7 +32,7 @@ from planner.intra_op_ilp import (
     solve,
     solve_least_memory,
 )
-from planner.notation import notation_of
+from planner.ops import notation_of
 from planner.reshard import ReshardRules, reshard_s
 from planner.saved_tensors import saved_for_backward
 from planner.strategies import CostContext, CostTotals, Strategy, StrategyOptions, op_strategies

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planner.graph import VIEW_OPS, Subgraph, TensorKind
+from planner.graph import Subgraph, TensorKind
+from planner.ops import is_view
 
 
 def live_activation_peak_bytes(stage: Subgraph, keep: Sequence[str] = ()) -> int:
@@ -17,7 +18,7 @@ def live_activation_peak_bytes(stage: Subgraph, keep: Sequence[str] = ()) -> int
     ops, tensors = stage.ops, stage.tensors
     root: dict[str, str] = {}
     for op in ops:
-        if op.op_type in VIEW_OPS and op.present_inputs:
+        if is_view(op) and op.present_inputs:
             base = root.get(op.present_inputs[0], op.present_inputs[0])
             for name in op.outputs:
                 root[name] = base
@@ -34,7 +35,7 @@ def live_activation_peak_bytes(stage: Subgraph, keep: Sequence[str] = ()) -> int
     peak = live
     freed: set[str] = set()
     for index, op in enumerate(ops):
-        if op.op_type not in VIEW_OPS:
+        if not is_view(op):
             live += sum(tensors[name].size_bytes for name in op.outputs if name)
         peak = max(peak, live)
         for name in op.present_inputs:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ import onnx
 import onnx.inliner
 from onnx import numpy_helper
 
-from planner.graph import AttrValue, Graph, Op, Tensor, TensorKind, op_traffic_bytes
-from planner.op_flops import op_flops
+from planner.graph import AttrValue, Graph, Op, Tensor, TensorKind
+from planner.ops import info_of, priced
 from planner.shape_resolution import (
     VALUE_LIMIT_ELEMENTS,
     KnownTensors,
@@ -370,7 +369,7 @@ def _build_graph(
             scopes=_name_scopes(node),
             domain="" if node.domain == "ai.onnx" else node.domain,
         )
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _KNOWN_OP_TYPES:
+        if info_of(op) is None:
             unknown_types.add(node.op_type)
         ops.append(op)
     if unknown_types:
@@ -378,20 +377,16 @@ def _build_graph(
             "op types without a specific cost rule (priced by element count): "
             + ", ".join(sorted(unknown_types))
         )
-    priced = []
-    for op in ops:
-        read, written = op_traffic_bytes(op, tensors)
-        priced.append(
-            replace(op, flops=op_flops(op, tensors), bytes_read=read, bytes_written=written)
+    return priced(
+        Graph(
+            name=graph.name or Path(source).stem,
+            ops=tuple(ops),
+            tensors=tensors,
+            inputs=tuple(value.name for value in graph.input if value.name in data_inputs),
+            outputs=tuple(value.name for value in graph.output),
+            batch_size=batch,
+            warnings=tuple(warnings),
         )
-    return Graph(
-        name=graph.name or Path(source).stem,
-        ops=tuple(priced),
-        tensors=tensors,
-        inputs=tuple(value.name for value in graph.input if value.name in data_inputs),
-        outputs=tuple(value.name for value in graph.output),
-        batch_size=batch,
-        warnings=tuple(warnings),
     )
 
 
@@ -491,111 +486,3 @@ def _attr_value(value: object) -> AttrValue:
             return tuple(float(item) for item in items)  # type: ignore[arg-type]
         return tuple(str(item) for item in items)
     return str(value)
-
-
-# Op types the cost rules know by name (op_flops and the view/selection sets in graph.py);
-# anything else is priced by element count and named in a warning.
-_KNOWN_OP_TYPES = frozenset(
-    {
-        "Abs",
-        "Add",
-        "And",
-        "ArgMax",
-        "ArgMin",
-        "AveragePool",
-        "BatchNormalization",
-        "Cast",
-        "CastLike",
-        "Ceil",
-        "Clip",
-        "Concat",
-        "ConstantOfShape",
-        "Conv",
-        "ConvTranspose",
-        "Cos",
-        "CumSum",
-        "Div",
-        "Dropout",
-        "Einsum",
-        "Elu",
-        "Equal",
-        "Erf",
-        "Exp",
-        "Expand",
-        "Flatten",
-        "Floor",
-        "Gather",
-        "GatherElements",
-        "GatherND",
-        "Gelu",
-        "Gemm",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "Greater",
-        "GreaterOrEqual",
-        "GroupNormalization",
-        "HardSigmoid",
-        "HardSwish",
-        "Identity",
-        "InstanceNormalization",
-        "IsInf",
-        "IsNaN",
-        "LayerNormalization",
-        "LeakyRelu",
-        "Less",
-        "LessOrEqual",
-        "Log",
-        "LogSoftmax",
-        "MatMul",
-        "Max",
-        "MaxPool",
-        "Mean",
-        "Min",
-        "Mod",
-        "Mul",
-        "Neg",
-        "Not",
-        "OneHot",
-        "Or",
-        "Pad",
-        "Pow",
-        "PRelu",
-        "Range",
-        "Reciprocal",
-        "ReduceL2",
-        "ReduceMax",
-        "ReduceMean",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceSum",
-        "ReduceSumSquare",
-        "Relu",
-        "Reshape",
-        "Resize",
-        "RMSNormalization",
-        "ScatterElements",
-        "ScatterND",
-        "Shape",
-        "Sigmoid",
-        "Sign",
-        "SimplifiedLayerNormalization",
-        "Sin",
-        "Size",
-        "Slice",
-        "Softmax",
-        "Softplus",
-        "Split",
-        "Sqrt",
-        "Squeeze",
-        "Sub",
-        "Sum",
-        "Tanh",
-        "Tile",
-        "TopK",
-        "Transpose",
-        "Trilu",
-        "Unsqueeze",
-        "Where",
-        "Xor",
-    }
-)

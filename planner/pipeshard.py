@@ -25,7 +25,7 @@ from planner.layers import LayerSlice, cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
 from planner.mesh_shapes import submesh_shapes
 from planner.microbatches import search_counts
-from planner.notation import unknown_op_types
+from planner.ops import cast_floats, unknown_op_types
 from planner.options import Objective, PlanOptions
 from planner.placement import place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
@@ -61,7 +61,7 @@ def plan_pipeshard(
     jobs: int = 1,
 ) -> Plan:
     """Alpa's PipeshardParallel (module docstring)."""
-    typed = graph.cast_floats(options.dtype)
+    typed = cast_floats(graph, options.dtype)
     layers = cluster_layers(typed, options.layers)
     choice, tried = search_pipelines(typed, cluster, options, layers, progress, jobs)
     budget = options.memory_budget_bytes(cluster)

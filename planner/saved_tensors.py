@@ -20,32 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from planner.graph import VIEW_OPS, Op, Subgraph, Tensor, TensorKind
-
-_KEEPS_INPUTS = frozenset(
-    {
-        "MatMul", "Gemm", "Einsum", "Conv", "ConvTranspose", "Mul", "Div", "Gelu", "FastGelu",
-        "Erf", "Pow", "Log", "Abs", "Sin", "Cos", "LeakyRelu", "Elu", "Celu", "Selu", "Softplus",
-        "HardSwish", "HardSigmoid", "Mish", "Max", "Min", "Clip", "PRelu", "LayerNormalization",
-        "SimplifiedLayerNormalization", "RMSNormalization", "BatchNormalization",
-        "InstanceNormalization", "GroupNormalization", "MaxPool", "ReduceMax", "ReduceMin",
-        "ReduceProd", "ReduceL2", "ReduceSumSquare", "LpPool", "Resize",
-    }
-)  # fmt: skip
-_KEEPS_OUTPUT = frozenset(
-    {"Softmax", "LogSoftmax", "Tanh", "Sigmoid", "Exp", "Relu", "Sqrt", "Reciprocal"}
-)
-# Ops that keep one input only: its position.
-_KEEPS_INPUT_AT = {"Gather": 1, "GatherElements": 1, "GatherND": 1, "Where": 0}
-_KEEPS_NOTHING = frozenset(
-    {
-        "Add", "Sub", "Neg", "Sum", "Mean", "Transpose", "Concat", "Split", "Slice", "Expand",
-        "Cast", "CastLike", "ReduceSum", "ReduceMean", "Pad", "Tile", "GlobalAveragePool",
-        "AveragePool", "CumSum", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-        "Not", "And", "Or", "Xor", "OneHot", "TopK", "ArgMax", "ArgMin", "Range",
-        "ConstantOfShape", "Shape", "Size", "Trilu", "Dropout", *VIEW_OPS,
-    }
-)  # fmt: skip
+from planner.graph import Op, Subgraph, Tensor, TensorKind
+from planner.ops import Saved, is_view, saved_rule_of
 
 
 def saved_for_backward(stage: Subgraph) -> frozenset[str]:
@@ -55,7 +31,7 @@ def saved_for_backward(stage: Subgraph) -> frozenset[str]:
 
     def buffer(name: str) -> str:
         """The tensor whose memory `name` occupies: follow views back to what they alias."""
-        while name in producer and producer[name].op_type in VIEW_OPS:
+        while name in producer and is_view(producer[name]):
             inputs = producer[name].present_inputs
             if not inputs:
                 break
@@ -64,15 +40,15 @@ def saved_for_backward(stage: Subgraph) -> frozenset[str]:
 
     saved: set[str] = set()
     for op in stage.ops:
-        kind = op.op_type
-        if kind in _KEEPS_NOTHING:
+        rule = saved_rule_of(op)
+        if rule is Saved.NOTHING:
             continue
-        if kind in _KEEPS_OUTPUT:
+        if rule is Saved.OUTPUT:
             wanted = [name for name in op.outputs[:1] if name]
-        elif kind in _KEEPS_INPUT_AT:
-            position = _KEEPS_INPUT_AT[kind]
+        elif rule in (Saved.FIRST_INPUT, Saved.SECOND_INPUT):
+            position = 0 if rule is Saved.FIRST_INPUT else 1
             wanted = [op.inputs[position]] if position < len(op.inputs) else []
-        else:  # _KEEPS_INPUTS, or an op type without a rule: all its inputs
+        else:
             wanted = list(op.present_inputs)
         for name in wanted:
             if name and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT):

@@ -19,7 +19,7 @@ from planner.intra_op import StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.liveness import live_activation_peak_bytes
 from planner.mesh_shapes import logical_shapes, whole_cluster
-from planner.notation import unknown_op_types
+from planner.ops import cast_floats, unknown_op_types
 from planner.options import PlanOptions
 from planner.plan_assembly import assemble_plan, stage_from_sharding
 from plans.errors import InfeasibleError
@@ -57,7 +57,7 @@ class MeshAttempt:
 def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Plan:
     """The best one-stage plan of `graph` on `cluster` (Alpa's ShardParallel)."""
     assert options.microbatches is not None
-    typed = graph.cast_floats(options.dtype)
+    typed = cast_floats(graph, options.dtype)
     tensors = split_batch(typed.tensors, options.microbatches)
     settings = options.intra_op_settings(cluster)
     attempts: list[MeshAttempt] = []

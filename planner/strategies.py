@@ -40,18 +40,12 @@ from cost_models.collectives import (
     all_reduce_over_s,
     reduce_scatter_over_s,
 )
-from cost_models.compute import (
-    BACKWARD_RATIO_CONTRACTION,
-    BACKWARD_RATIO_MEMORY_BOUND,
-    CONTRACTION_OPS,
-    ComputeModel,
-    Roofline,
-)
+from cost_models.compute import ComputeModel, Roofline, backward_ratio
 from cost_models.memory import parameter_state
 from cost_models.mesh import LogicalMesh, MeshAxis
-from planner.graph import Op, Tensor, TensorKind, op_traffic_bytes
+from planner.graph import Op, Tensor, TensorKind
 from planner.notation import Notation
-from planner.op_flops import op_flops
+from planner.ops import cost_class_of, op_flops, op_traffic_bytes
 from planner.saved_tensors import charged_to
 from plans.plan import ZeroStage
 from plans.specs import ShardingSpec, strategy_name
@@ -137,12 +131,6 @@ class Strategy(CostTotals):
     optimizer_bytes: int
     activation_bytes: int  # outputs kept for backward, one microbatch
     zero: ZeroStage = ZeroStage.NONE  # how the parameters the op owns hold their state
-
-
-def backward_ratio(op: Op) -> float:
-    if op.op_type in CONTRACTION_OPS:
-        return BACKWARD_RATIO_CONTRACTION
-    return BACKWARD_RATIO_MEMORY_BOUND
 
 
 def _assignments(
@@ -287,10 +275,10 @@ def _priced(
             local[name] = tensors[name].local(spec, shape)
 
     read, written = op_traffic_bytes(op, local)
-    forward_s = context.compute_model.op_time_s(
-        op.op_type, op_flops(op, local), read + written, context.dtype
-    )
-    backward_s = backward_ratio(op) * forward_s if context.training else 0.0
+    cost = cost_class_of(op)
+    flops = op_flops(op, local)
+    forward_s = context.compute_model.op_time_s(cost, flops, read + written, context.dtype)
+    backward_s = backward_ratio(cost) * forward_s if context.training else 0.0
     if context.training and context.remat:
         backward_s += forward_s  # rematerialisation: the forward runs again in the backward
 

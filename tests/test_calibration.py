@@ -26,7 +26,9 @@ from cost_models.cluster_yaml import (
     load_cluster,
     parse_calibration,
 )
+from cost_models.compute import CostClass
 from planner.onnx_import import load_onnx
+from planner.ops import registered
 from planner.options import PlanOptions
 from planner.search import plan
 from plans.errors import InputError
@@ -112,20 +114,25 @@ def test_link_fit_recovers_alpha_and_beta_of_its_measurements() -> None:
 # --- pricing ---------------------------------------------------------------------------------
 
 
+def kind(op_type: str) -> CostClass:
+    """The kernel class the op registry gives an op type."""
+    return registered()[op_type].cost
+
+
 def test_ops_are_priced_by_their_curve() -> None:
     calibration = make_calibration()
     flops, num_bytes = 2.0 * 512**3, 3 * 4.0 * 512**2
-    matmul_s = calibration.op_time_s("MatMul", flops, num_bytes, "float16")
+    matmul_s = calibration.op_time_s(kind("MatMul"), flops, num_bytes, "float16")
     assert matmul_s == pytest.approx(saturating(flops))
-    assert calibration.op_time_s("Add", 1e3, 4.0 * 4**9, "float16") == pytest.approx(
+    assert calibration.op_time_s(kind("Add"), 1e3, 4.0 * 4**9, "float16") == pytest.approx(
         saturating(4.0 * 4**9, rate=1e10)
     )
-    assert calibration.op_time_s("Softmax", 1e3, 4.0 * 4**9, "float16") == pytest.approx(
+    assert calibration.op_time_s(kind("Softmax"), 1e3, 4.0 * 4**9, "float16") == pytest.approx(
         saturating(4.0 * 4**9, 20e-6, 5e9)
     )
-    assert calibration.op_time_s("Reshape", 0.0, 0.0, "float16") == 0.0  # views are free
+    assert calibration.op_time_s(kind("Reshape"), 0.0, 0.0, "float16") == 0.0  # views are free
     # A skinny product moving much data for few FLOPs is memory-bound, as in the roofline.
-    assert calibration.op_time_s("MatMul", 1e3, 4e8, "float16") == pytest.approx(
+    assert calibration.op_time_s(kind("MatMul"), 1e3, 4e8, "float16") == pytest.approx(
         saturating(4e8, rate=1e10), rel=1e-3
     )
 
@@ -145,14 +152,14 @@ def test_copies_and_transcendental_ops_are_priced_by_their_class_curve_when_meas
     plain, classed = make_calibration(), with_op_classes(make_calibration())
     add_s = saturating(num_bytes, rate=1e10)
     for op_type in ("Transpose", "Tanh", "Add"):  # no class curves: all like an Add
-        assert plain.op_time_s(op_type, 1e3, num_bytes, "float16") == pytest.approx(add_s)
-    assert classed.op_time_s("Transpose", 0.0, num_bytes, "float16") == pytest.approx(
+        assert plain.op_time_s(kind(op_type), 1e3, num_bytes, "float16") == pytest.approx(add_s)
+    assert classed.op_time_s(kind("Transpose"), 0.0, num_bytes, "float16") == pytest.approx(
         saturating(num_bytes, 5e-6, 3e10)
     )
-    assert classed.op_time_s("Tanh", 1e3, num_bytes, "float16") == pytest.approx(
+    assert classed.op_time_s(kind("Tanh"), 1e3, num_bytes, "float16") == pytest.approx(
         saturating(num_bytes, 15e-6, 3e9)
     )
-    assert classed.op_time_s("Add", 1e3, num_bytes, "float16") == pytest.approx(add_s)
+    assert classed.op_time_s(kind("Add"), 1e3, num_bytes, "float16") == pytest.approx(add_s)
     assert [name for name, _ in classed.op_classes] == ["copy", "transcendental"]  # sorted
 
 
@@ -166,9 +173,9 @@ def test_an_unmeasured_dtype_borrows_a_curve_at_the_datasheet_ratio() -> None:
     calibration = make_calibration()
     gpu = Gpu("test", 2**34, (("float16", 100e12), ("float32", 25e12)), 1e12)
     flops = 2.0 * 2048**3
-    unscaled = calibration.op_time_s("MatMul", flops, 0.0, "float32")
-    assert unscaled == calibration.op_time_s("MatMul", flops, 0.0, "float16")
-    scaled = calibration.with_reference_gpu(gpu).op_time_s("MatMul", flops, 0.0, "float32")
+    unscaled = calibration.op_time_s(kind("MatMul"), flops, 0.0, "float32")
+    assert unscaled == calibration.op_time_s(kind("MatMul"), flops, 0.0, "float16")
+    scaled = calibration.with_reference_gpu(gpu).op_time_s(kind("MatMul"), flops, 0.0, "float32")
     assert scaled == pytest.approx(saturating(4 * flops), rel=1e-3)  # float32 is 4x slower on paper
 
 

@@ -24,6 +24,7 @@ from planner.baselines import (
 from planner.graph import Graph, Subgraph
 from planner.intra_op import IntraOpSettings, solve_stage
 from planner.onnx_import import load_onnx
+from planner.ops import cast_floats
 from planner.options import PlanOptions
 from planner.search import plan
 from planner.strategies import StrategyOptions
@@ -132,7 +133,7 @@ def test_zero_modes_offer_their_variants(gpt: Graph, zero: str, variants: set[st
         "float16", "adam", True, 1, 1, 2**40,
         strategy_options=StrategyOptions(zero=zero, force_data_parallel=True),
     )  # fmt: skip
-    typed = gpt.cast_floats("float16")
+    typed = cast_floats(gpt, "float16")
     found = enumerate_strategies(typed.subgraph(), mesh, cluster.gpu, settings)
     gemm = next(op for op in typed.ops if op.op_type == "Gemm")
     kinds = {str(s.zero) for s in found[gemm.name]}
@@ -167,7 +168,7 @@ def test_megatron_splits_the_mlp_column_then_row(tmp_path: Path) -> None:
 def test_megatron_splits_a_transformer_layer_like_megatron() -> None:
     """On one GPT-3 1.3B block, (dp, tp) = (2, 4): QKV and the MLP's first projection split by
     columns, the attention output and the MLP's second projection by rows."""
-    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=8).cast_floats("float16")
+    graph = cast_floats(load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=8), "float16")
     ops = [op for op in graph.ops if "transformer.h.3" in op.scopes]
     cluster = v100_cluster(1, 8)
     mesh = logical_mesh(cluster, (1, 8), (2, 4))

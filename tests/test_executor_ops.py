@@ -140,3 +140,118 @@ def test_gather_nd_on_numpy_values_stays_numpy() -> None:
     # Shape arithmetic must stay static while tracing: NumPy in, NumPy out.
     (result,) = run_op("GatherND", {}, OPSET, [np.arange(6).reshape(2, 3), np.array([[1, 2]])], 1)
     assert isinstance(result, np.ndarray) and result.tolist() == [5]
+
+
+# --- floating-point ops the planner has rules for, within float32 rounding of onnxruntime -----
+
+_X = _RNG.standard_normal((2, 3, 4)).astype(np.float32)
+_POSITIVE = np.abs(_X) + 1.5  # Acosh's domain
+_UNIT = np.tanh(_X)  # Asin, Acos, Atanh's domain
+_IMAGE = _RNG.standard_normal((2, 4, 5, 6)).astype(np.float32)
+_CHANNELS = _RNG.standard_normal(4).astype(np.float32)
+_FLOAT_CASES: list[tuple[str, list[np.ndarray], dict[str, object], int]] = [
+    *((name, [_X], {}, OPSET) for name in ("Tan", "Atan", "Sinh", "Cosh", "Asinh", "Softsign")),
+    *((name, [_UNIT], {}, OPSET) for name in ("Asin", "Acos", "Atanh")),
+    ("Acosh", [_POSITIVE], {}, OPSET),
+    ("Mish", [_X], {}, OPSET),
+    ("Round", [np.array([0.5, 1.5, 2.5, -0.5, -1.7, 2.2], np.float32)], {}, OPSET),
+    ("Elu", [_X], {"alpha": 0.7}, OPSET),
+    ("Celu", [_X], {"alpha": 2.0}, OPSET),
+    ("Selu", [_X], {}, OPSET),
+    ("HardSigmoid", [_X], {"alpha": 0.3, "beta": 0.4}, OPSET),
+    ("HardSwish", [_X * 4], {}, OPSET),
+    ("ThresholdedRelu", [_X], {"alpha": 0.2}, OPSET),
+    ("PRelu", [_X, np.array([0.1, -0.2, 0.3, 0.5], np.float32)], {}, OPSET),
+    ("ReduceL1", [_X, np.array([1])], {"keepdims": 0}, OPSET),
+    ("ReduceLogSumExp", [_X, np.array([0, 2])], {}, OPSET),
+    ("RMSNormalization", [_X, _CHANNELS], {"epsilon": 1e-5}, 23),
+    ("InstanceNormalization", [_IMAGE, _CHANNELS, _CHANNELS[::-1].copy()], {}, OPSET),
+    ("GroupNormalization", [_IMAGE, _CHANNELS, _CHANNELS[::-1].copy()], {"num_groups": 2}, 21),
+    ("LpPool", [_IMAGE], {"kernel_shape": [2, 3], "strides": [1, 2], "p": 2}, OPSET),
+    (
+        "ConvTranspose",
+        [_IMAGE, _RNG.standard_normal((4, 3, 3, 2)).astype(np.float32)],
+        {"strides": [2, 1], "pads": [1, 0, 0, 1], "output_padding": [1, 0]},
+        OPSET,
+    ),
+    (
+        "ConvTranspose",
+        [_IMAGE, _RNG.standard_normal((4, 2, 2, 2)).astype(np.float32)],
+        {"group": 2, "dilations": [2, 1]},
+        OPSET,
+    ),
+    (
+        "ScatterND",
+        [_X, np.array([[1, 0], [0, 2]]), np.ones((2, 4), np.float32)],
+        {"reduction": "add"},
+        OPSET,
+    ),
+    (
+        "ScatterElements",
+        [_X, np.array([[[0, 2], [1, 0], [2, 2]]] * 2), np.full((2, 3, 2), 9.0, np.float32)],
+        {"axis": 2},
+        OPSET,
+    ),
+    *(
+        (
+            "Resize",
+            [_IMAGE, np.array([], np.float32), np.array([1, 1, 2, 0.5], np.float32)],
+            {"mode": mode, "coordinate_transformation_mode": transform},
+            OPSET,
+        )
+        for mode in ("nearest", "linear")
+        for transform in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel")
+    ),
+]
+
+
+def _onnxruntime_at(
+    op_type: str, inputs: list[np.ndarray], attributes: dict[str, object], opset: int
+) -> np.ndarray:
+    names = [f"x{i}" for i in range(len(inputs))]
+    node = helper.make_node(op_type, names, ["y"], **attributes)
+    values = [
+        helper.make_tensor_value_info(name, _TYPES[value.dtype], list(value.shape))
+        for name, value in zip(names, inputs, strict=True)
+    ]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(
+        helper.make_graph([node], "one_op", values, [output]),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    model.ir_version = 10
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, dict(zip(names, inputs, strict=True)))
+    return np.asarray(result)
+
+
+@pytest.mark.parametrize(
+    ("op_type", "inputs", "attributes", "opset"),
+    _FLOAT_CASES,
+    ids=[f"{case[0]}-{i}" for i, case in enumerate(_FLOAT_CASES)],
+)
+def test_float_op_matches_onnxruntime(
+    op_type: str, inputs: list[np.ndarray], attributes: dict[str, object], opset: int
+) -> None:
+    expected = _onnxruntime_at(op_type, inputs, attributes, opset)
+    rest = inputs[1:]
+    jitted = jax.jit(lambda x: run_op(op_type, attributes, opset, [x, *rest], 1)[0])
+    found = np.asarray(jitted(jax.numpy.asarray(inputs[0])))
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_simplified_layer_norm_is_the_rms_norm_by_hand() -> None:
+    # onnxruntime's SimplifiedLayerNormalization (what its fusions emit): x / rms(x) * scale.
+    scale = _CHANNELS
+    expected = _X / np.sqrt(np.mean(_X * _X, axis=-1, keepdims=True) + 1e-5) * scale
+    y, inverse = run_op("SimplifiedLayerNormalization", {"epsilon": 1e-5}, OPSET, [_X, scale], 2)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
+    assert np.asarray(inverse).shape == (2, 3, 1)
+
+
+def test_bit_shift_by_hand() -> None:
+    x, shift = np.array([1, 8, 255], np.uint32), np.array([3, 2, 4], np.uint32)
+    (left,) = run_op("BitShift", {"direction": "LEFT"}, OPSET, [x, shift], 1)
+    (right,) = run_op("BitShift", {"direction": "RIGHT"}, OPSET, [x, shift], 1)
+    assert np.asarray(left).tolist() == [8, 32, 4080] and np.asarray(right).tolist() == [0, 2, 15]

@@ -13,6 +13,7 @@ from cost_models.mesh import logical_mesh
 from planner.graph import Graph, Subgraph, split_batch
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.onnx_import import load_onnx
+from planner.ops import cast_floats
 from planner.options import PlanOptions
 from planner.search import plan
 from planner.strategies import StrategyOptions
@@ -154,7 +155,7 @@ def test_transformer_mlp_on_2x4_batch_on_one_axis_megatron_splits_on_the_other()
     transformers fuses q, k and v in one projection whose output a Split cuts into thirds, so a
     contiguous column split of it is not a split of each head's q, k and v (Megatron lays the
     fused weight out head by head for this); the ILP runs that part data parallel instead."""
-    graph = load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=8).cast_floats("float16")
+    graph = cast_floats(load_onnx(MODELS / "gpt3-1.3b.onnx", batch_size=8), "float16")
     ops = [op for op in graph.ops if "transformer.h.3" in op.scopes]
     cluster = Cluster(
         "p3-host", 1, 8,

@@ -17,6 +17,7 @@ from planner.intra_op import solve_stage
 from planner.layers import cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
 from planner.onnx_import import load_onnx
+from planner.ops import cast_floats
 from planner.options import PlanOptions
 from planner.pipeshard import _search_count
 from planner.placement import Start, cut_link, fits_at, place_stages
@@ -150,7 +151,7 @@ def test_the_dp_and_the_plan_price_a_cut_over_the_same_link(tmp_path: Path) -> N
     # the plan's transfers price each cut over the same link.
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=64), batch_size=64)
     slow = cluster(2, 4, 1e9)
-    typed = graph.cast_floats("float16")
+    typed = cast_floats(graph, "float16")
     layers = cluster_layers(typed)
     tensors = split_batch(typed.tensors, 4)
     settings = PlanOptions(microbatches=4).intra_op_settings(slow)
@@ -225,7 +226,7 @@ def test_every_small_example_pipelines_on_16_gpus(name: str) -> None:
 def test_remat_keeps_layer_inputs_only_and_pays_a_forward(tmp_path: Path) -> None:
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=512), batch_size=512)
     small = cluster(1, 4, 100e9)
-    typed = graph.cast_floats("float16")
+    typed = cast_floats(graph, "float16")
     layers = cluster_layers(typed)
     tensors = split_batch(typed.tensors, 4)
     ranges = {}
@@ -254,7 +255,7 @@ def test_remat_needs_the_full_search() -> None:
 def test_a_tied_embedding_is_held_once_per_stage() -> None:
     # gpt-tiny ties its token embedding (read by the Gather of layer 0) to the LM head (the
     # last MatMul of layer 1): each layer's own ILP pays for it; a stage of both pays once.
-    graph = load_onnx(MODELS / "gpt-tiny.onnx", batch_size=16).cast_floats("float16")
+    graph = cast_floats(load_onnx(MODELS / "gpt-tiny.onnx", batch_size=16), "float16")
     layers = cluster_layers(graph)
     small = cluster(1, 4, 100e9)
     settings = PlanOptions(microbatches=1).intra_op_settings(small)
@@ -318,7 +319,7 @@ def test_memory_lower_bound_known_answer(tmp_path: Path) -> None:
     # (8 x 256) at 2 bytes (the MatMuls' saved inputs are those buffers; Add keeps nothing,
     # and layer 1's input x0 is saved by no op of layer 0, as the layer ILPs charge it).
     graph = load_onnx(stacked(tmp_path, layers=2, hidden=64, batch=32), batch_size=32)
-    typed = graph.cast_floats("float16")
+    typed = cast_floats(graph, "float16")
     settings = PlanOptions(microbatches=4).intra_op_settings(cluster(1, 2, 1e9))
     bound = memory_lower_bound_bytes(
         typed.subgraph(tensors=split_batch(typed.tensors, 4)), cluster_layers(typed), settings
@@ -337,7 +338,7 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
     # Oracle: at every count, when the bound exceeds what the GPUs hold together, the full
     # search at that count (cost table, DP, whole-model ILP) finds nothing either.
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=65536), batch_size=65536)
-    typed = graph.cast_floats("float16")
+    typed = cast_floats(graph, "float16")
     small = cluster(1, 2, 100e9, memory=GiB)
     layers = cluster_layers(typed)
     skipped, found = [], []

@@ -48,7 +48,7 @@ from planner.notation import Notation
 from planner.ops import cost_class_of, op_flops, op_traffic_bytes
 from planner.saved_tensors import charged_to
 from plans.plan import ZeroStage
-from plans.specs import ShardingSpec, strategy_name
+from plans.specs import ShardingSpec, split_ways, strategy_name
 
 ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
 
@@ -153,19 +153,12 @@ def _assignments(
             if label is not None:
                 assignment[label] = (*assignment.get(label, ()), axis)
         if all(
-            extent % _ways(axes, mesh_shape) == 0
+            extent % split_ways(axes, mesh_shape) == 0
             for label, axes in assignment.items()
             for extent in extents[label]
         ):
             found.append(assignment)
     return found
-
-
-def _ways(axes: Iterable[int], mesh_shape: tuple[int, int]) -> int:
-    ways = 1
-    for axis in axes:
-        ways *= mesh_shape[axis]
-    return ways
 
 
 def _spec(labels: Sequence[str], assignment: Mapping[str, tuple[int, ...]]) -> ShardingSpec:
@@ -291,7 +284,7 @@ def _priced(
     for label in sorted(notation.statistics):
         axes = assignment.get(label, ())
         if axes:
-            local_extent = frozen_extents[label][0] // _ways(axes, shape)
+            local_extent = frozen_extents[label][0] // split_ways(axes, shape)
             statistics_bytes = 2 * output_bytes / max(local_extent, 1)
             statistics_s = all_reduce_over_s(statistics_bytes, _axes(mesh, axes))
             forward_communication_s += statistics_s
@@ -367,7 +360,7 @@ def _with_parameter_state(
     seconds_per_byte = 1.0 / context.gpu.memory_bandwidth_bytes_per_s
 
     def sharded(piece: _ParameterPiece) -> float:
-        return piece.elements / _ways(piece.replicated_axes, mesh.shape)
+        return piece.elements / split_ways(piece.replicated_axes, mesh.shape)
 
     variants = []
     can_shard = any(piece.replicated_axes for piece in parameters)

@@ -13,7 +13,7 @@ A strategy's name lists the specs of an op's labelled tensors in Alpa's style,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 _TOKENS = ("S01", "S0", "S1", "R")  # longest first, so "S01" is never read as "S0" + "1"
@@ -74,10 +74,7 @@ class ShardingSpec:
 
     def shard_count(self, dim: int, mesh_shape: tuple[int, int]) -> int:
         """How many pieces dimension `dim` is cut into on a mesh of `mesh_shape`."""
-        count = 1
-        for axis in self.dims[dim]:
-            count *= mesh_shape[axis]
-        return count
+        return split_ways(self.dims[dim], mesh_shape)
 
     def shard_counts(self, mesh_shape: tuple[int, int]) -> tuple[int, ...]:
         """How many pieces each dimension is cut into."""
@@ -98,6 +95,14 @@ class ShardingSpec:
     def without_axes(self, axes: frozenset[int] | set[int]) -> ShardingSpec:
         """The same spec with `axes` no longer splitting anything."""
         return ShardingSpec(tuple(tuple(a for a in entry if a not in axes) for entry in self.dims))
+
+
+def split_ways(axes: Iterable[int], mesh_shape: tuple[int, int]) -> int:
+    """How many pieces a split over mesh `axes` of a mesh of `mesh_shape` cuts a dimension into."""
+    count = 1
+    for axis in axes:
+        count *= mesh_shape[axis]
+    return count
 
 
 def strategy_name(

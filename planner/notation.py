@@ -90,6 +90,13 @@ class Shapes:
             return None
         return self._tensors[self._op.inputs[position]].shape
 
+    def needed_input(self, position: int) -> tuple[int, ...]:
+        """The shape of input `position`; `NoRule` when the op has no such input."""
+        shape = self.input(position)
+        if shape is None:
+            raise NoRule
+        return shape
+
     def output(self, position: int = 0) -> tuple[int, ...] | None:
         if position >= len(self._op.outputs) or not self._op.outputs[position]:
             return None

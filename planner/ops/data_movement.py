@@ -35,9 +35,7 @@ FAMILY = "data movement"
 
 
 def _transpose(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     labels = fresh.many(len(x))
     perm = op.attr("perm")
     order = (
@@ -134,9 +132,7 @@ def _concat(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
 
 
 def _split(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     axis = axis_index(int_attr(op, "axis", 0), len(x))
     labels = fresh.many(len(x))
     unsplittable = {labels[axis]}

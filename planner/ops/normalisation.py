@@ -33,18 +33,14 @@ FAMILY = "normalisation"
 
 
 def _softmax(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     labels = fresh.many(len(x))
     axis = axis_index(int_attr(op, "axis", -1), len(x))
     return Notation((labels,), (labels,), statistics=frozenset({labels[axis]}))
 
 
 def _layer_norm(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     labels = fresh.many(len(x))
     axis = axis_index(int_attr(op, "axis", -1), len(x))
     normalized = labels[axis:]

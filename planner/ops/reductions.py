@@ -38,9 +38,7 @@ def _reduced_axes(op: Op, shapes: Shapes, rank: int) -> set[int] | None:
 
 
 def _reduce(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     axes = _reduced_axes(op, shapes, len(x))
     if axes is None:
         raise NoRule
@@ -72,9 +70,7 @@ def _global_pool(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
 def _along_axis(op: Op, shapes: Shapes, fresh: Fresh) -> Notation:
     """Ops that work along one axis that must stay whole (TopK, CumSum, ArgMax, Softmax-like
     scans); every other dimension is batch-like."""
-    x = shapes.input(0)
-    if x is None:
-        raise NoRule
+    x = shapes.needed_input(0)
     if op.op_type == "CumSum":
         value = shapes.value(1)
         if not value:

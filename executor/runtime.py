@@ -46,7 +46,7 @@ from executor.collectives import compiled_collectives, predicted_collectives
 from executor.graph_fn import Analysis, analyse, evaluate, input_shapes
 from executor.mesh import named, partition_spec, stage_mesh
 from executor.onnx_model import OnnxModel, seeded_weights
-from executor.pipeline import schedule_tasks
+from executor.pipeline import schedule_blocks
 from executor.replicas import (
     GradientSync,
     ReplicaLayout,
@@ -57,6 +57,7 @@ from executor.replicas import (
 from executor.stages import ModelFacts, StageProgram, bind_plan, facts_from_model
 from plans.errors import InputError
 from plans.plan import Plan, ZeroStage
+from plans.schedules import Kind
 from plans.specs import ShardingSpec
 
 Array = Any
@@ -397,7 +398,7 @@ class PlanRuntime:
         """The graph outputs for the whole batch (microbatches concatenated on dimension 0)."""
         data = self._check_inputs(inputs)
         produced: Produced = {}
-        ticks = schedule_tasks(len(self.programs), self.microbatches, "gpipe", training=False)
+        ticks = schedule_blocks(len(self.programs), self.microbatches, "gpipe", training=False)
         for tick in ticks:
             for task in tick:
                 stage = task.stage
@@ -672,12 +673,12 @@ class _Training:
         cotangents: dict[tuple[str, int], list[Array]] = {}
         grads: list[Tree | None] = [None] * stages
         losses: list[Array] = []
-        ticks = schedule_tasks(stages, microbatches, rt.plan.settings.schedule, training=True)
+        ticks = schedule_blocks(stages, microbatches, rt.plan.settings.schedule, training=True)
         scale = 1.0 / microbatches
         for tick in ticks:
             for task in tick:
                 i, m = task.stage, task.microbatch
-                if not task.backward:
+                if task.kind is Kind.FORWARD:
                     diff, vjp = self._forward_task(i, m, data, labels, produced)
                     if train.LOSS_KEY in diff:
                         losses.append(diff[train.LOSS_KEY])

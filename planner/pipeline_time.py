@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from planner.options import Schedule
+from plans.schedules import in_flight as schedule_in_flight
 
 
 def pipeline_iteration_s(
@@ -34,7 +35,6 @@ def pipeline_iteration_s(
 
 
 def in_flight(stage_index: int, num_stages: int, microbatches: int, schedule: Schedule) -> int:
-    """Microbatches whose activations a stage holds at once: 1F1B min(S - k, B); GPipe B."""
-    if schedule is Schedule.GPIPE:
-        return microbatches
-    return min(num_stages - stage_index, microbatches)
+    """Microbatches whose activations a stage holds at once, as the schedule's blocks say
+    (`plans/schedules.py`): 1F1B min(S - k, B); GPipe B."""
+    return schedule_in_flight(str(schedule), stage_index, num_stages, microbatches)

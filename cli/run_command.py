@@ -165,7 +165,7 @@ def run_command(
     console.print(
         f"{report.mode}: {report.stages} stage(s) on {report.devices} {report.platform} "
         f"device(s), {report.processes} process(es); step "
-        f"{format_seconds(report.steady_step_s)} (plan estimate "
+        f"{format_seconds(report.steady_step_s)} (the plan's schedule simulated: "
         f"{format_seconds(report.estimated_iteration_s)})",
         highlight=False,
     )

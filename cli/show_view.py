@@ -18,7 +18,7 @@ from rich.text import Text
 from cost_models.units import format_bytes, format_flops_rate, format_seconds
 from plans.plan import Plan, Stage
 from plans.summary import hosts_of, model_flops_utilisation, op_rows, tensor_rows
-from plans.timeline import BACKWARD, FORWARD, SYNC, Block, Timeline, pipeline_timeline
+from plans.timeline import BACKWARD, FORWARD, STEP, SYNC, Slice, Timeline, pipeline_timeline
 
 MEMORY_BAR_WIDTH = 10
 TIMELINE_MIN_WIDTH = 20
@@ -30,6 +30,7 @@ _BLOCK_LOOK = {
     FORWARD: (">", "black on cyan"),
     BACKWARD: ("<", "black on green"),
     SYNC: ("#", "black on magenta"),
+    STEP: ("=", "black on yellow"),
 }
 
 
@@ -151,7 +152,8 @@ def render_timeline(console: Console, timeline: Timeline) -> None:
         axis.append(start.ljust(_columns((start_s, end_s), column_s) - len(end)) + end)
     console.print(" " * _LABEL_WIDTH + _GAP.join(axis), no_wrap=True, overflow="crop")
     console.print(
-        f"{' ' * _LABEL_WIDTH}> forward  < backward  # gradient sync  0-9 microbatch  "
+        f"{' ' * _LABEL_WIDTH}> forward  < backward  # gradient sync  = optimizer step  "
+        "0-9 microbatch  "
         f"(a column is {format_seconds(column_s)})"
     )
 
@@ -160,7 +162,7 @@ def _windows(timeline: Timeline, width: int) -> tuple[list[tuple[float, float]],
     """The time windows to draw and the seconds per column."""
     makespan_s = timeline.makespan_s
     typical_s = median(
-        [b.end_s - b.start_s for b in timeline.blocks if b.kind != SYNC] or [makespan_s]
+        [b.end_s - b.start_s for b in timeline.blocks if b.kind not in (SYNC, STEP)] or [makespan_s]
     )
     if typical_s * width >= MIN_BLOCK_COLUMNS * makespan_s or typical_s <= 0:
         return [(0.0, makespan_s)], makespan_s / width
@@ -173,7 +175,7 @@ def _columns(window: tuple[float, float], column_s: float) -> int:
     return max(1, round((window[1] - window[0]) / column_s))
 
 
-def _timeline_row(blocks: list[Block], window: tuple[float, float], column_s: float) -> Text:
+def _timeline_row(blocks: list[Slice], window: tuple[float, float], column_s: float) -> Text:
     width = _columns(window, column_s)
     cells: list[tuple[str, str]] = [(" ", "")] * width
     for block in blocks:

@@ -673,7 +673,11 @@ class _Training:
         cotangents: dict[tuple[str, int], list[Array]] = {}
         grads: list[Tree | None] = [None] * stages
         losses: list[Array] = []
-        ticks = schedule_blocks(stages, microbatches, rt.plan.settings.schedule, training=True)
+        settings = rt.plan.settings
+        ticks = schedule_blocks(
+            stages, microbatches, settings.schedule, training=True,
+            warmup_extra=settings.warmup_extra,
+        )  # fmt: skip
         scale = 1.0 / microbatches
         for tick in ticks:
             for task in tick:

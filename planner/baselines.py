@@ -231,20 +231,6 @@ def explicit_plan(
         )
     tensors = split_batch(context.typed.tensors, microbatches)
     transfers = build_transfers(context.typed, stages, context.cluster, tensors, options.training)
-    received = [0.0] * len(stages)
-    for transfer in transfers:
-        received[transfer.destination_stage] += transfer.time_s
-    stages = [
-        replace(
-            stage,
-            time=replace(
-                stage.time,
-                communication_s=stage.time.communication_s + extra,
-                total_s=stage.time.total_s + extra,
-            ),
-        )
-        for stage, extra in zip(stages, received, strict=True)
-    ]
     records = layer_records(context.graph, context.layers, context.typed)
     return assemble_plan(
         context.graph, context.cluster, options, tuple(stages), search, records, transfers

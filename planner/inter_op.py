@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.pipeline_time import pipeline_iteration_s
-from planner.placement import Start, fits_at, starts_as
+from planner.placement import Start, placeable_mask
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,20 @@ def best_pipeline(
     every device exactly, each stage placed in order where it fits (`planner/placement.py`:
     the stage that starts at device offset D - d, d the devices left, must fit there and start
     as its candidate says; `gpus_per_host` None: one host of every device); None when no
-    sequence fits.
+    sequence fits."""
+    found = dp_pipelines(candidates, num_layers, num_devices, microbatches, gpus_per_host)
+    return found[0] if found else None
+
+
+def dp_pipelines(
+    candidates: Sequence[Candidate],
+    num_layers: int,
+    num_devices: int,
+    microbatches: int,
+    gpus_per_host: int | None = None,
+) -> list[PipelineSolution]:
+    """The DP's pipeline for each bottleneck time t_max it enumerates, distinct, by pipeline
+    time (the first is `best_pipeline`'s).
 
     Feasibility grows with t_max, so the smallest feasible t_max is found by bisection; the
     enumeration then walks up from it until Alpa's early stop."""
@@ -89,16 +102,18 @@ def best_pipeline(
         else:
             high = middle
     best: PipelineSolution | None = None
+    found: dict[tuple[int, ...], PipelineSolution] = {}
     for t_max in times[low:]:
         if best is not None and (microbatches - 1) * t_max >= best.iteration_s:
             break
         stages = table.solve(t_max)
         if stages is None:
             continue
-        total = pipeline_time_s(stages, microbatches)
-        if best is None or total < best.iteration_s:
-            best = PipelineSolution(stages, total)
-    return best
+        solution = PipelineSolution(stages, pipeline_time_s(stages, microbatches))
+        found.setdefault(tuple(c.key for c in stages), solution)
+        if best is None or solution.iteration_s < best.iteration_s:
+            best = solution
+    return sorted(found.values(), key=lambda s: (s.iteration_s, tuple(c.key for c in s.stages)))
 
 
 class _DpTable:
@@ -125,20 +140,10 @@ class _DpTable:
         for c in candidates:
             key = (c.devices, c.whole_hosts, c.start)
             if key not in masks:
-                masks[key] = self._placeable(c, gpus_per_host)
+                masks[key] = placeable_mask(
+                    c.devices, c.whole_hosts, c.start, num_devices, gpus_per_host
+                )
             self.allowed.append(masks[key])
-
-    def _placeable(self, c: Candidate, gpus_per_host: int) -> np.ndarray:
-        total, n = self.num_devices, c.devices
-        submesh = (n // gpus_per_host, gpus_per_host) if c.whole_hosts else (1, n)
-        return np.array(
-            [
-                fits_at(total - left, submesh, gpus_per_host)
-                and starts_as(total - left, c.start, gpus_per_host)
-                for left in range(n, total + 1)
-            ],
-            dtype=bool,
-        )
 
     def solve(self, t_max: float) -> tuple[Candidate, ...] | None:
         stages, layers, devices = self.max_stages, self.num_layers, self.num_devices

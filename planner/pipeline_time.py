@@ -7,9 +7,11 @@ once-per-iteration work (gradient sync, optimizer step) takes u_k,
     T = sum_k t_k + (B - 1) max_k t_k + sum_k u_k
 
 the fill and drain of the pipeline plus B - 1 beats of its slowest stage (Alpa, OSDI'22, eq. 2),
-with the once-per-iteration work charged one stage after another. The DP (`planner/inter_op.py`),
-the polishing of chosen stages and the plan's estimate all read this one formula. Inference
-runs forwards only and has no once-per-iteration work.
+with the once-per-iteration work charged one stage after another. It is the DP's ranking
+(`planner/inter_op.py`) and inference's objective; a training plan's estimate is the simulated
+makespan of its schedule (`plans/timeline.py`), which the search ranks its pipelines by
+(`planner/pipeline_search.py`; docs/DESIGN.md section 5.5). Inference runs forwards only and has
+no once-per-iteration work.
 
 Memory follows the schedule: with 1F1B (PipeDream-flush) stage k of S holds the activations of
 min(S - k, B) microbatches at once; with GPipe every stage holds all B.
@@ -34,7 +36,13 @@ def pipeline_iteration_s(
     )
 
 
-def in_flight(stage_index: int, num_stages: int, microbatches: int, schedule: Schedule) -> int:
+def in_flight(
+    stage_index: int,
+    num_stages: int,
+    microbatches: int,
+    schedule: Schedule,
+    warmup_extra: int = 0,
+) -> int:
     """Microbatches whose activations a stage holds at once, as the schedule's blocks say
-    (`plans/schedules.py`): 1F1B min(S - k, B); GPipe B."""
-    return schedule_in_flight(str(schedule), stage_index, num_stages, microbatches)
+    (`plans/schedules.py`): 1F1B min(S - k + w, B), the last stage 1; GPipe B."""
+    return schedule_in_flight(str(schedule), stage_index, num_stages, microbatches, warmup_extra)

@@ -19,17 +19,18 @@ from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph, Subgraph, split_batch
-from planner.inter_op import best_pipeline
+from planner.inter_op import dp_pipelines
 from planner.intra_op import IntraOpSettings, StageSharding
 from planner.layers import LayerSlice, cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
 from planner.mesh_shapes import submesh_shapes
 from planner.microbatches import search_counts
 from planner.ops import cast_floats, unknown_op_types
-from planner.options import Objective, PlanOptions
+from planner.options import Objective, PlanOptions, Schedule
+from planner.pipeline_search import PipelineObjective, search_pipeline
 from planner.placement import place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
-from planner.polish import exact_one_stage, polish_stages
+from planner.polish import StageSolves, exact_one_stage, polish_stages
 from planner.progress import Progress
 from planner.stage_costs import RangePlan, StageCostTable
 from plans.errors import InfeasibleError
@@ -38,6 +39,9 @@ from plans.plan import CountRecord, Plan, SearchReport
 # Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
 # first, "latency" by the sum of the stages.
 _THROUGHPUT_WEIGHT = 1e6
+
+# 1F1B warm-ups searched: extra forwards before the first backward (memory for latency).
+WARMUP_EXTRAS = (0, 1, 2, 4)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class PipelineChoice:
     table: StageCostTable
     # Stages already solved as one ILP over their whole range (`exact_one_stage`), by index.
     exact: Mapping[int, StageSharding] = field(default_factory=dict)
+    solves: StageSolves = field(default_factory=StageSolves)  # the stage ILPs solved so far
+    warmup_extra: int = 0  # 1F1B's extra warm-up forwards (plans/schedules.py)
 
 
 def plan_pipeshard(
@@ -76,12 +82,13 @@ def plan_pipeshard(
     settings = chosen.intra_op_settings(cluster)
     devices = place_stages([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
     exact = polish_stages(
-        choice.stages, choice.microbatches, choice.table, cluster, settings, options.schedule,
-        choice.exact,
+        choice.stages, choice.table, cluster, settings, options.schedule,
+        _objective(options, cluster, choice.microbatches, choice.warmup_extra), choice.exact,
+        choice.solves,
     )  # fmt: skip
     stages = build_stages(
         typed, choice.stages, choice.microbatches, choice.table, devices, options.schedule,
-        cluster, exact,
+        cluster, exact, choice.warmup_extra,
     )  # fmt: skip
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
@@ -96,8 +103,9 @@ def plan_pipeshard(
         replicated_fallback=unknown_op_types(typed),
     )
     return assemble_plan(
-        graph, cluster, chosen, stages, search, layer_records(graph, layers, typed), transfers
-    )
+        graph, cluster, chosen, stages, search, layer_records(graph, layers, typed), transfers,
+        choice.warmup_extra,
+    )  # fmt: skip
 
 
 def search_pipelines(
@@ -157,19 +165,39 @@ def _search_count(
 
     table.solve_layers(submeshes, jobs, report)
     candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
-    weight = _slowest_stage_weight(options, microbatches)
-    solution = best_pipeline(
-        candidates, len(layers), cluster.num_devices, weight, cluster.gpus_per_host
+    objective = _objective(options, cluster, microbatches)
+    solves = StageSolves()
+    solutions = dp_pipelines(
+        candidates, len(layers), cluster.num_devices, objective.weight, cluster.gpus_per_host
     )
     found: PipelineChoice | None = None
-    if solution is not None:
-        stages = tuple(plans[c.key] for c in solution.stages)
-        found = PipelineChoice(microbatches, stages, solution.iteration_s, table)
+    simulated, proven = 0, True
+    if solutions and options.training:
+        starting = [s.stages for s in solutions]
+        incumbent_s = math.inf
+        for warmup_extra in warmup_extras(options.schedule, microbatches):
+            result = search_pipeline(
+                candidates, plans, starting, len(layers), cluster.gpus_per_host, cluster.hosts,
+                microbatches, str(options.schedule), warmup_extra, incumbent_s,
+            )  # fmt: skip
+            if result is not None:
+                simulated, proven = simulated + result.simulated, proven and result.proven
+                stages = tuple(plans[c.key] for c in result.stages)
+                found = PipelineChoice(
+                    microbatches, stages, result.makespan_s, table, solves=solves,
+                    warmup_extra=warmup_extra,
+                )  # fmt: skip
+                incumbent_s = result.makespan_s
+                starting = [result.stages, *starting]
+        assert found is not None  # the DP's pipelines fit without a deeper warm-up
+    elif solutions:
+        stages = tuple(plans[c.key] for c in solutions[0].stages)
+        found = PipelineChoice(microbatches, stages, objective.of(stages), table, solves=solves)
     limit_s = min(found.objective_s if found else math.inf, best.objective_s if best else math.inf)
-    whole = exact_one_stage(table, cluster, settings, options.schedule, weight, limit_s)
+    whole = exact_one_stage(table, cluster, settings, options.schedule, objective, limit_s, solves)
     if whole is not None:
         found = PipelineChoice(
-            microbatches, (whole.plan,), whole.objective_s, table, {0: whole.sharding}
+            microbatches, (whole.plan,), whole.objective_s, table, {0: whole.sharding}, solves
         )
     if found is None:
         return None, CountRecord(microbatches, "infeasible")
@@ -180,6 +208,30 @@ def _search_count(
         stages=len(found.stages),
         candidates=len(candidates),
         one_stage_solved_whole=whole is not None,
+        pipelines_simulated=simulated if options.training else None,
+        proven_optimal=proven if options.training else None,
+    )
+
+
+def warmup_extras(schedule: Schedule, microbatches: int) -> tuple[int, ...]:
+    """The deeper warm-ups searched (1F1B only): none, then 1, 2 and 4 extra forwards, fewer
+    than the microbatches."""
+    if schedule is not Schedule.ONE_F_ONE_B:
+        return (0,)
+    return tuple(w for w in WARMUP_EXTRAS if w == 0 or w < microbatches)
+
+
+def _objective(
+    options: PlanOptions, cluster: Cluster, microbatches: int, warmup_extra: int = 0
+) -> PipelineObjective:
+    return PipelineObjective(
+        training=options.training,
+        microbatches=microbatches,
+        weight=_slowest_stage_weight(options, microbatches),
+        gpus_per_host=cluster.gpus_per_host,
+        hosts=cluster.hosts,
+        schedule=str(options.schedule),
+        warmup_extra=warmup_extra,
     )
 
 

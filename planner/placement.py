@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
+import numpy as np
+
 from cost_models.cluster import Cluster, Link
 from plans.errors import InfeasibleError
 
@@ -53,6 +55,24 @@ def starts_as(offset: int, start: Start, gpus_per_host: int) -> bool:
         return True
     at_host_start = offset % gpus_per_host == 0
     return at_host_start if start is Start.HOST_START else not at_host_start
+
+
+def placeable_mask(
+    devices: int, whole_hosts: bool, start: Start, total: int, gpus_per_host: int
+) -> np.ndarray:
+    """Over the devices left d = `devices`..`total` (the stage then starts at offset
+    `total` - d): whether a stage of `devices` GPUs (whole hosts, or inside one) fits there and
+    starts as `start` says."""
+    left = np.arange(devices, total + 1)
+    offset = total - left
+    g = gpus_per_host
+    at_host_start = offset % g == 0
+    fits = at_host_start if whole_hosts else offset // g == (offset + devices - 1) // g
+    if start is Start.HOST_START:
+        fits &= at_host_start
+    elif start is Start.INSIDE_HOST:
+        fits &= ~at_host_start
+    return np.asarray(fits, dtype=bool)
 
 
 def cut_link(cluster: Cluster, offset: int) -> Link:

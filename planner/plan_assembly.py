@@ -18,7 +18,7 @@ from planner.graph import Graph, Op, Tensor, TensorKind
 from planner.intra_op import StageSharding, tensor_specs
 from planner.layers import LayerSlice
 from planner.options import PlanOptions, Schedule
-from planner.pipeline_time import in_flight, pipeline_iteration_s
+from planner.pipeline_time import in_flight
 from planner.placement import Devices, cut_link, offsets
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
@@ -40,6 +40,7 @@ from plans.plan import (
     frozen_map,
 )
 from plans.specs import ShardingSpec
+from plans.timeline import pipeline_timeline
 
 # Training FLOPs per forward FLOP: forward + backward (twice the forward for contractions).
 # The usual convention for model FLOP utilisation (Narayanan et al., SC'21, "Efficient
@@ -56,6 +57,7 @@ def build_stages(
     schedule: Schedule,
     cluster: Cluster,
     exact: Mapping[int, StageSharding] | None = None,
+    warmup_extra: int = 0,
 ) -> tuple[Stage, ...]:
     """The plan's stages: composed from the layers' plans in the cost table, or from `exact`
     (`planner/polish.py`) where given."""
@@ -73,7 +75,6 @@ def build_stages(
                     tuple(op.name for op in stage_ops),
                     tuple(layers[k].name for k in range(plan.first, plan.last + 1)),
                     devices[index],
-                    plan.transfer_s,
                 )
             )
             continue
@@ -87,7 +88,7 @@ def build_stages(
             layer_ops = graph.ops[layers[k].start : layers[k].stop]
             strategies.update({op.name: s for op, s in zip(layer_ops, by_position, strict=True)})
         stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
-        holds = in_flight(index, len(pipeline), microbatches, schedule)
+        holds = in_flight(index, len(pipeline), microbatches, schedule, warmup_extra)
         repeated_parameters, repeated_gradients, repeated_optimizer = plan.repeated_state
         parameters = sum(s.parameter_bytes for s in shardings) - repeated_parameters
         gradients = sum(s.gradient_bytes for s in shardings) - repeated_gradients
@@ -106,12 +107,10 @@ def build_stages(
                 time=StageTime(
                     forward_s=sum(s.forward_s for s in shardings),
                     backward_s=sum(s.backward_s for s in shardings),
-                    communication_s=sum(s.communication_s for s in shardings)
-                    + plan.resharding_s
-                    + plan.transfer_s,
+                    communication_s=plan.communication_s,
                     gradient_sync_s=plan.gradient_sync_s,
                     optimizer_step_s=plan.optimizer_step_s,
-                    total_s=plan.time_s,
+                    total_s=plan.block_s,
                 ),
                 memory=StageMemory(
                     parameters_bytes=parameters,
@@ -133,10 +132,8 @@ def stage_from_sharding(
     op_names: tuple[str, ...],
     layers: tuple[str, ...] = (),
     devices: tuple[tuple[int, int], ...] | None = None,
-    transfer_s: float = 0.0,
 ) -> Stage:
-    """A plan stage from one ILP's sharding of its ops; `transfer_s` is what receiving from
-    earlier stages adds to each microbatch (communication)."""
+    """A plan stage from one ILP's sharding of its ops."""
     ops = [graph.op_by_name[name] for name in op_names]
     return Stage(
         index=index,
@@ -154,10 +151,10 @@ def stage_from_sharding(
         time=StageTime(
             forward_s=sharding.forward_s,
             backward_s=sharding.backward_s,
-            communication_s=sharding.communication_s + transfer_s,
+            communication_s=sharding.communication_s,
             gradient_sync_s=sharding.gradient_sync_s,
             optimizer_step_s=sharding.optimizer_step_s,
-            total_s=sharding.microbatch_s + transfer_s,
+            total_s=sharding.microbatch_s,
         ),
         memory=StageMemory(
             parameters_bytes=sharding.parameter_bytes,
@@ -294,18 +291,15 @@ def assemble_plan(
     search: SearchReport,
     layers: tuple[Layer, ...] = (),
     transfers: tuple[Transfer, ...] = (),
+    warmup_extra: int = 0,
 ) -> Plan:
-    """A `Plan` around `stages`, with the iteration estimate of `planner/pipeline_time.py`."""
+    """A `Plan` around `stages`, whose estimate is the makespan of the schedule it prescribes
+    (`plans/timeline.py`)."""
     microbatches = options.microbatches or 1
-    iteration_s = pipeline_iteration_s(
-        [stage.time.total_s for stage in stages],
-        [stage.time.once_per_iteration_s for stage in stages],
-        microbatches,
-    )
     flops_per_iteration = graph.flops * (
         TRAINING_FLOPS_PER_FORWARD_FLOP if options.training else 1.0
     )
-    return Plan(
+    plan = Plan(
         planner=PlannerInfo(version=__version__, options=frozen_map(options.record())),  # type: ignore[arg-type]
         model=ModelInfo(
             name=graph.name,
@@ -331,18 +325,29 @@ def assemble_plan(
             schedule=options.schedule,
             dtype=options.dtype,
             optimizer=options.optimizer,
+            warmup_extra=warmup_extra,
         ),
         layers=layers,
         stages=stages,
         transfers=transfers,
-        estimate=Estimate(
-            iteration_time_s=iteration_s,
-            samples_per_s=graph.batch_size / iteration_s,
-            tflops_per_gpu=flops_per_iteration / iteration_s / cluster.num_devices / 1e12,
-            peak_memory_bytes=max(stage.memory.peak_bytes for stage in stages),
-        ),
+        estimate=Estimate(0.0, 0.0, 0.0, max(stage.memory.peak_bytes for stage in stages)),
         search=replace(search, warnings=(*search.warnings, *search_warnings(search))),
     )
+    iteration_s = pipeline_timeline(plan).makespan_s
+    return replace(
+        plan,
+        estimate=replace(
+            plan.estimate,
+            iteration_time_s=iteration_s,
+            samples_per_s=_rate(graph.batch_size, iteration_s),
+            tflops_per_gpu=_rate(flops_per_iteration, iteration_s) / cluster.num_devices / 1e12,
+        ),
+    )
+
+
+def _rate(amount: float, seconds: float) -> float:
+    """`amount` per second; 0 for an iteration that takes no time (a model of views only)."""
+    return amount / seconds if seconds > 0 else 0.0
 
 
 def search_warnings(report: SearchReport) -> tuple[str, ...]:

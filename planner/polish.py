@@ -30,18 +30,77 @@ from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.mesh_shapes import logical_shapes, whole_cluster
 from planner.options import Schedule
-from planner.pipeline_time import in_flight, pipeline_iteration_s
+from planner.pipeline_search import PipelineObjective
+from planner.pipeline_time import in_flight
 from planner.stage_costs import RangePlan, StageCostTable
 
 
 def composed_lower_bound_s(plans: Sequence[RangePlan], weight: float) -> float:
-    """A lower bound on `weight` t + u for the range of `plans` (its composed plans on one
-    logical mesh) solved as one ILP: each layer's own optimum, without the resharding between
-    layers that composing charges (the single-layer ILPs relax the whole one), at the fastest
-    memory level."""
-    return min(
-        weight * (plan.time_s - plan.resharding_s - plan.transfer_s) + plan.iteration_s
-        for plan in plans
+    """A lower bound on the ILP objective (`weight` t + u) of the range of `plans` (its composed
+    plans on one logical mesh) solved as one ILP: each layer's own optimum, without the
+    resharding between layers that composing charges (the single-layer ILPs relax the whole
+    one), at the fastest memory level."""
+    return min(weight * (plan.block_s - plan.resharding_s) + plan.iteration_s for plan in plans)
+
+
+# Polishing keeps a stage's exact plan only when its ILP objective is this fraction below the
+# stage's current one (ten times the ILP's relative gap): nearer, HiGHS spends its time proving
+# a tie, and the lower bound (`composed_lower_bound_s`) skips ranges with little resharding.
+POLISH_MARGIN = 1e-3
+
+# A stage ILP: its first and last layer, submesh, logical mesh shape, microbatches held.
+_Key = tuple[int, int, tuple[int, int], tuple[int, int], int]
+
+
+class StageSolves:
+    """The stage ILPs solved for one microbatch count, by range, mesh and microbatches held,
+    with the cutoff each was solved under: a solution is the range's optimum on that mesh, so
+    it answers any later cutoff it is within; a cutoff that was exceeded answers any lower one.
+    `exact_one_stage` and `polish_stages` ask the same questions of the same stage."""
+
+    def __init__(self) -> None:
+        self._solved: dict[_Key, tuple[float, StageSharding | None]] = {}
+
+    def solve(
+        self,
+        key: _Key,
+        stage: Subgraph,
+        mesh: LogicalMesh,
+        cluster: Cluster,
+        settings: IntraOpSettings,
+        cutoff_s: float,
+    ) -> StageSharding | None:
+        """The stage's best sharding on `mesh` if one fits and its ILP objective is at most
+        `cutoff_s`; else None."""
+        known = self._solved.get(key)
+        if known is not None:
+            known_cutoff, known_sharding = known
+            if known_sharding is not None:
+                within = _ilp_objective_s(known_sharding, settings) <= cutoff_s
+                return known_sharding if within else None
+            if cutoff_s <= known_cutoff:
+                return None
+        sharding = _solve_within(stage, mesh, cluster, settings, cutoff_s)
+        self._solved[key] = (cutoff_s, sharding)
+        return sharding
+
+
+def _ilp_objective_s(sharding: StageSharding, settings: IntraOpSettings) -> float:
+    """The stage ILP's objective of `sharding`: B t + u (in inference u = 0)."""
+    return settings.microbatches * sharding.microbatch_s + sharding.iteration_s
+
+
+def with_sharding(plan: RangePlan, sharding: StageSharding) -> RangePlan:
+    """The cost-table plan `plan` with the times of its range solved as one ILP."""
+    return replace(
+        plan,
+        time_s=sharding.microbatch_s + plan.transfer_s,
+        forward_s=sharding.forward_s,
+        backward_s=sharding.backward_s,
+        communication_s=sharding.communication_s,
+        gradient_sync_s=sharding.gradient_sync_s,
+        optimizer_step_s=sharding.optimizer_step_s,
+        resharding_s=0.0,
     )
 
 
@@ -60,17 +119,19 @@ def exact_one_stage(
     cluster: Cluster,
     settings: IntraOpSettings,
     schedule: Schedule,
-    weight: int,
+    objective: PipelineObjective,
     limit_s: float,
+    solves: StageSolves,
 ) -> WholeStage | None:
-    """The whole model as one stage on the whole cluster when that beats `limit_s` (the DP's
-    objective, `weight` t + u with `weight` = B in training), else None."""
+    """The whole model as one stage on the whole cluster when its objective beats `limit_s`,
+    else None. In training the ILP's cutoff is `limit_s` itself: the ILP charges the gradient
+    sync in full, and the schedule can only hide part of it, so a stage within the cutoff has a
+    makespan below it (docs/DESIGN.md section 5.5)."""
     if settings.remat:
         return None
     whole = whole_cluster(cluster)
     last = len(table.layers) - 1
-    microbatches = settings.microbatches
-    stage_settings = replace(settings, in_flight=in_flight(0, 1, microbatches, schedule))
+    stage_settings = replace(settings, in_flight=in_flight(0, 1, settings.microbatches, schedule))
     model = table.model.slice(table.layers[0].start, table.layers[last].stop)
     best: WholeStage | None = None
     composed = table.range_plans(0, last, whole)
@@ -79,65 +140,74 @@ def exact_one_stage(
         if not plans:
             continue
         limit = min(limit_s, best.objective_s if best else math.inf)
-        if composed_lower_bound_s(plans, weight) >= limit:
+        if composed_lower_bound_s(plans, objective.weight) >= limit:
             continue
-        # The ILP's objective is B t + u, the DP's weight t + u: equal when training; in
-        # inference u = 0.
-        cutoff_s = limit if settings.training else microbatches * limit / weight
-        sharding = _solve_within(model, plans[0].mesh, cluster, stage_settings, cutoff_s)
+        cutoff_s = _cutoff_s(limit, settings, objective)
+        key = (0, last, whole, shape, stage_settings.in_flight)
+        sharding = solves.solve(key, model, plans[0].mesh, cluster, stage_settings, cutoff_s)
         if sharding is None:
             continue
-        objective = weight * sharding.microbatch_s + sharding.iteration_s
-        if objective < limit:
-            best = WholeStage(plans[0], sharding, objective)
+        value = objective.of([with_sharding(plans[0], sharding)])
+        if value < limit:
+            best = WholeStage(plans[0], sharding, value)
     return best
 
 
 def polish_stages(
     stages: Sequence[RangePlan],
-    microbatches: int,
     table: StageCostTable,
     cluster: Cluster,
     settings: IntraOpSettings,
     schedule: Schedule,
+    objective: PipelineObjective,
     exact: Mapping[int, StageSharding],
+    solves: StageSolves,
 ) -> dict[int, StageSharding]:
     """The stages of the pipeline `stages` (by index) worth an exact plan, with it; `exact`
     holds those solved whole already."""
     if settings.remat:
         return dict(exact)
-    times = [plan.time_s for plan in stages]
-    syncs = [plan.iteration_s for plan in stages]
+    current = [
+        with_sharding(plan, exact[k]) if k in exact else plan for k, plan in enumerate(stages)
+    ]
+    value = objective.of(current)
     polished: dict[int, StageSharding] = dict(exact)
+    microbatches = settings.microbatches
     for index, plan in enumerate(stages):
         if index in polished:
             continue
         layers = table.layers
         ops = table.model.slice(layers[plan.first].start, layers[plan.last].stop)
-        holds = in_flight(index, len(stages), microbatches, schedule)
+        holds = in_flight(index, len(stages), microbatches, schedule, objective.warmup_extra)
         stage_settings = replace(settings, in_flight=holds)
-        composed = table.range_plans(plan.first, plan.last, plan.submesh)
+        composed = table.range_plans(plan.first, plan.last, plan.submesh, plan.start)
         shapes = logical_shapes(plan.submesh, cluster.gpus_per_host)
         for shape in (plan.mesh.shape, *(s for s in shapes if s != plan.mesh.shape)):
-            cutoff = microbatches * (times[index] - plan.transfer_s) + syncs[index]
-            mesh = plan.mesh
-            if shape != plan.mesh.shape:
-                same = [p for p in composed if p.mesh.shape == shape]
-                if not same or composed_lower_bound_s(same, microbatches) >= cutoff:
-                    continue
-                mesh = same[0].mesh
-            sharding = _solve_within(ops, mesh, cluster, stage_settings, cutoff)
+            own = current[index]
+            cutoff = (microbatches * own.block_s + own.iteration_s) * (1 - POLISH_MARGIN)
+            same = [p for p in composed if p.mesh.shape == shape]
+            if not same or composed_lower_bound_s(same, microbatches) >= cutoff:
+                continue
+            mesh = plan.mesh if shape == plan.mesh.shape else same[0].mesh
+            key = (plan.first, plan.last, plan.submesh, shape, holds)
+            sharding = solves.solve(key, ops, mesh, cluster, stage_settings, cutoff)
             if sharding is None:
                 continue
-            new_time = sharding.microbatch_s + plan.transfer_s
-            new_times = [*times[:index], new_time, *times[index + 1 :]]
-            new_syncs = [*syncs[:index], sharding.iteration_s, *syncs[index + 1 :]]
-            if pipeline_iteration_s(new_times, new_syncs, microbatches) < pipeline_iteration_s(
-                times, syncs, microbatches
-            ):
+            trial = [*current[:index], with_sharding(plan, sharding), *current[index + 1 :]]
+            trial_value = objective.of(trial)
+            if trial_value < value:
                 polished[index] = sharding
-                times, syncs = new_times, new_syncs
+                current, value = trial, trial_value
     return polished
+
+
+def _cutoff_s(limit_s: float, settings: IntraOpSettings, objective: PipelineObjective) -> float:
+    """The whole-stage ILP's cutoff (its objective is B t + u) for a one-stage pipeline whose
+    objective must beat `limit_s`: in inference the objective is weight x t (u = 0); in
+    training the makespan, at most the ILP's objective (`exact_one_stage`)."""
+    if not settings.training:
+        return settings.microbatches * limit_s / objective.weight
+    return limit_s
 
 
 def _solve_within(

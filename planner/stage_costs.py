@@ -107,6 +107,9 @@ class RangePlan:
     mesh: LogicalMesh
     level: int
     time_s: float  # one microbatch, with in-range resharding and incoming transfers
+    forward_s: float  # compute of one microbatch
+    backward_s: float
+    communication_s: float  # in-stage collectives and the resharding between layers
     gradient_sync_s: float  # once per iteration
     optimizer_step_s: float  # once per iteration
     state_bytes: int
@@ -123,6 +126,12 @@ class RangePlan:
     def iteration_s(self) -> float:
         """Once per iteration: gradient sync and optimizer step."""
         return self.gradient_sync_s + self.optimizer_step_s
+
+    @property
+    def block_s(self) -> float:
+        """The stage's own work on one microbatch: forward, backward, in-stage collectives
+        (`time_s` without receiving from the stage before)."""
+        return self.forward_s + self.backward_s + self.communication_s
 
     def activation_bytes(self, in_flight: int) -> int:
         return in_flight * self.kept_bytes + self.transient_bytes
@@ -393,6 +402,9 @@ class StageCostTable:
                         mesh=table.mesh,
                         level=level,
                         time_s=sum(s.microbatch_s for s in layers) + resharding + transfer,
+                        forward_s=sum(s.forward_s for s in layers),
+                        backward_s=sum(s.backward_s for s in layers),
+                        communication_s=sum(s.communication_s for s in layers) + resharding,
                         gradient_sync_s=sum(s.gradient_sync_s for s in layers)
                         - sum(s.gradient_sync_s for s in repeats),
                         optimizer_step_s=sum(s.optimizer_step_s for s in layers)

@@ -96,6 +96,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "schedule": plan.settings.schedule,
                 "dtype": plan.settings.dtype,
                 "optimizer": plan.settings.optimizer,
+                "warmup_extra": plan.settings.warmup_extra,
             },
             "layers": [
                 {

@@ -66,9 +66,11 @@ class Settings:
     mode: str  # "train" or "infer"
     batch_size: int  # global batch of one iteration
     microbatches: int
-    schedule: str  # "1f1b" or "gpipe"
+    schedule: str  # "1f1b" or "gpipe" (`plans/schedules.py`)
     dtype: str
     optimizer: str
+    # 1F1B: forwards beyond the S - k - 1 of stage k's warm-up (`plans/schedules.py`).
+    warmup_extra: int = 0
 
     @property
     def microbatch_size(self) -> int:
@@ -169,6 +171,10 @@ class CountRecord:
     one_stage_solved_whole: bool | None = None
     # Set when the count was skipped by the memory lower bound (`planner/memory_bound.py`).
     memory_lower_bound_bytes: int | None = None
+    # Training: complete pipelines whose schedule was simulated, and whether the search proved
+    # that none of the candidates' other pipelines is faster (`planner/pipeline_search.py`).
+    pipelines_simulated: int | None = None
+    proven_optimal: bool | None = None
 
 
 @dataclass(frozen=True)

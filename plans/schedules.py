@@ -8,8 +8,10 @@ blocks one at a time, in the order listed.
 - GPipe: every forward, then every backward (microbatches in order).
 - 1F1B (PipeDream-flush, Narayanan et al., SC'21): stage k of S warms up with min(S - k - 1 + w,
   B) forwards, then alternates one forward and one backward, then drains the remaining
-  backwards. `w` (`warmup_extra`, default 0) deepens the warm-up: more microbatches in flight,
-  more activations held, more room for transfer latency to hide.
+  backwards. `w` (`warmup_extra`, default 0) deepens the warm-up of every stage but the last:
+  more microbatches in flight, more activations held, more room for the round trip to the
+  stages after it to hide. The last stage's backward needs nothing from later stages, so it
+  follows its forward at once (a deeper warm-up there would only hold the gradient back).
 
 Inference runs forwards only, in order.
 """
@@ -57,7 +59,8 @@ def stage_blocks(
         return (*forwards, *backwards)
     if schedule != "1f1b":
         raise ValueError(f"expected a schedule in {SCHEDULES}, found {schedule!r}")
-    warm_up = min(stages - stage - 1 + warmup_extra, microbatches)
+    extra = warmup_extra if stage < stages - 1 else 0
+    warm_up = min(stages - stage - 1 + extra, microbatches)
     order = forwards[:warm_up]
     for m in range(warm_up, microbatches):
         order += [forwards[m], backwards[m - warm_up]]
@@ -73,7 +76,8 @@ def in_flight(
     warmup_extra: int = 0,
 ) -> int:
     """The most microbatches whose forward activations the stage holds at once (forwards run,
-    backwards not yet), as its training blocks say: 1F1B min(S - k + w, B), GPipe B."""
+    backwards not yet), as its training blocks say: 1F1B min(S - k + w, B) (the last stage 1),
+    GPipe B."""
     held = most = 0
     for block in stage_blocks(schedule, stage, stages, microbatches, True, warmup_extra):
         held += 1 if block.kind is Kind.FORWARD else -1

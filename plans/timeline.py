@@ -1,37 +1,80 @@
-"""When each stage runs which microbatch: the pipeline schedule of a plan, simulated.
+"""When each stage runs which block, and when each link carries which transfer: the schedule a
+plan prescribes, simulated. The plan's estimate is this simulation's makespan, and `show` draws
+it: one model of a schedule's time for every reader.
 
-Each stage runs its blocks in the schedule's order, one at a time; a block starts when its
-stage is free and its input is there:
+What runs where (docs/DESIGN.md section 5.5):
 
-- forward of microbatch m on stage i: after the forward of m on stage i-1 and the transfer;
-- backward of m on stage i: after the backward of m on stage i+1 and the transfer back (the
-  last stage: after its own forward of m).
-
-Orders per stage i of S, with B microbatches:
-
-- GPipe: every forward, then every backward.
-- 1F1B (PipeDream-flush): a warm-up of min(S-i-1, B) forwards, then one forward and one backward
-  in turn, then the remaining backwards.
-
-A block lasts the stage's forward (or backward) time of one microbatch plus its share of the
-stage's in-stage communication (split in proportion to compute). Training ends each stage with
-its once-per-iteration work (gradient sync and optimizer step). Inference runs forwards only.
+- each stage runs its blocks (`plans/schedules.py`) one at a time, in the schedule's order; a
+  block lasts the stage's forward (or backward) compute of one microbatch plus its share of the
+  stage's in-stage collectives (split in proportion to compute): collectives inside a stage
+  do not overlap its compute;
+- a forward of microbatch m on stage k starts once m's activations have crossed the cut from
+  stage k - 1; a backward once its gradient has crossed back from stage k + 1 (the last stage:
+  after its own forward of m);
+- a transfer across a cut starts when the block that made it ends and its link is free: it
+  overlaps the compute of both stages. Links are shared resources: every inter-host send of a
+  stage occupies the inter-host link of each host the sending stage sits on (a host's link
+  carries the sends of all its stages, in both directions, one at a time); an intra-host send
+  occupies the sending stage's NVLink port in that direction;
+- a stage's gradient sync starts as its last backward starts (gradients are reduced in buckets
+  as the backward finishes them, layer by layer) and ends no earlier than that backward's end
+  plus one layer's share of the sync; a sync that crosses hosts (the stage spans several)
+  occupies their inter-host links, so it waits for, and delays, other traffic on them; syncs
+  of different stages overlap unless they share a link. The optimizer step follows the sync;
+- the iteration ends when every stage's step (inference: every block) has ended.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
-from plans.plan import Plan, Stage
+from plans.plan import Plan
+from plans.schedules import Block as ScheduleBlock
+from plans.schedules import Kind, stage_blocks
 
-FORWARD, BACKWARD, SYNC = "forward", "backward", "sync"
+FORWARD, BACKWARD, SYNC, STEP = "forward", "backward", "sync", "step"
 
 
 @dataclass(frozen=True)
-class Block:
-    stage: int  # position in plan.stages
-    kind: str  # FORWARD, BACKWARD or SYNC
-    microbatch: int  # -1 for SYNC
+class StageModel:
+    """What the simulation needs of one stage."""
+
+    forward_s: float  # one microbatch's forward block, its share of the collectives included
+    backward_s: float
+    sync_s: float  # once per iteration: gradient reduction
+    step_s: float  # once per iteration: the optimizer update
+    layers: int  # for the last bucket of the sync: one layer's share
+    hosts: tuple[int, ...]  # hosts the stage's devices are on
+
+
+@dataclass(frozen=True)
+class CutModel:
+    """What crosses the cut between stage k and stage k + 1, per microbatch, one way."""
+
+    forward_s: float  # activations, k -> k + 1
+    backward_s: float  # their gradients, k + 1 -> k
+    inter_host: bool  # over the inter-host links (else the intra-host one)
+
+
+@dataclass(frozen=True)
+class PipelineModel:
+    stages: tuple[StageModel, ...]
+    cuts: tuple[CutModel, ...]  # len(stages) - 1
+    microbatches: int
+    schedule: str
+    training: bool
+    warmup_extra: int = 0
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Something that occupies a lane from start_s to end_s."""
+
+    lane: str  # "stage 2", or a link: "host 1 link", "stage 0 link down"
+    kind: str  # FORWARD, BACKWARD, SYNC, STEP, or "transfer"
+    stage: int  # the stage it belongs to (a transfer: the sending stage)
+    microbatch: int  # -1 for once-per-iteration work
     start_s: float
     end_s: float
 
@@ -40,94 +83,184 @@ class Block:
 class Timeline:
     stages: int
     microbatches: int
-    blocks: tuple[Block, ...]
+    blocks: tuple[Slice, ...]  # compute, sync and step, by stage
+    transfers: tuple[Slice, ...]  # link occupancy
 
     @property
     def makespan_s(self) -> float:
-        return max((block.end_s for block in self.blocks), default=0.0)
+        return max((s.end_s for s in (*self.blocks, *self.transfers)), default=0.0)
 
 
-def stage_order(
-    schedule: str, stage: int, stages: int, microbatches: int, training: bool
-) -> tuple[tuple[str, int], ...]:
-    """The (kind, microbatch) blocks stage `stage` runs, in order."""
-    forwards = [(FORWARD, m) for m in range(microbatches)]
-    backwards = [(BACKWARD, m) for m in range(microbatches)] if training else []
-    if schedule == "gpipe" or not training:
-        return (*forwards, *backwards)
-    warm_up = min(stages - stage - 1, microbatches)
-    steady = [block for pair in zip(forwards[warm_up:], backwards, strict=False) for block in pair]
-    return (*forwards[:warm_up], *steady, *backwards[microbatches - warm_up :])
+def simulate(model: PipelineModel) -> Timeline:
+    """The schedule of `model`, event by event in time order (module docstring); links serve
+    their requests first come, first served."""
+    return _Simulation(model).run()
 
 
-def pipeline_timeline(plan: Plan) -> Timeline:
-    count, microbatches = len(plan.stages), plan.settings.microbatches
-    training = plan.settings.mode == "train"
-    orders = [
-        stage_order(plan.settings.schedule, i, count, microbatches, training) for i in range(count)
-    ]
-    hops = [_hop_s(plan, i) for i in range(count - 1)]
-    ends: dict[tuple[int, str, int], float] = {}
-    free_s = [0.0] * count
-    blocks: list[Block] = []
-    done = [0] * count
-    while any(done[i] < len(orders[i]) for i in range(count)):
-        progressed = False
-        for i in range(count):
-            while done[i] < len(orders[i]):
-                kind, microbatch = orders[i][done[i]]
-                ready_s = _ready_s(ends, hops, i, kind, microbatch, count)
-                if ready_s is None:
-                    break
-                start_s = max(free_s[i], ready_s)
-                free_s[i] = start_s + _duration_s(plan.stages[i], kind)
-                ends[(i, kind, microbatch)] = free_s[i]
-                blocks.append(Block(i, kind, microbatch, start_s, free_s[i]))
-                done[i] += 1
-                progressed = True
-        if not progressed:
-            raise ValueError(f"the {plan.settings.schedule} schedule cannot proceed")
-    if training:
-        blocks += [
-            Block(i, SYNC, -1, free_s[i], free_s[i] + stage.time.once_per_iteration_s)
-            for i, stage in enumerate(plan.stages)
-            if stage.time.once_per_iteration_s > 0
+class _Simulation:
+    """The event loop of `simulate`: events are (time, order, what, stage, block index)."""
+
+    def __init__(self, model: PipelineModel) -> None:
+        self.model = model
+        count = len(model.stages)
+        self.orders = [
+            stage_blocks(
+                model.schedule, k, count, model.microbatches, model.training, model.warmup_extra
+            )
+            for k in range(count)
         ]
-    return Timeline(count, microbatches, tuple(blocks))
+        self.arrived: dict[tuple[int, str, int], float] = {
+            (0, FORWARD, m): 0.0 for m in range(model.microbatches)
+        }
+        self.position = [0] * count
+        self.busy = [False] * count
+        self.link_free: dict[str, float] = {}
+        self.blocks: list[Slice] = []
+        self.transfers: list[Slice] = []
+        self.events: list[tuple[float, int, str, int, int]] = []
+        self.sequence = 0
+
+    def push(self, time: float, what: str, stage: int, index: int = -1) -> None:
+        heapq.heappush(self.events, (time, self.sequence, what, stage, index))
+        self.sequence += 1
+
+    def run(self) -> Timeline:
+        for k in range(len(self.orders)):
+            self.push(0.0, "try", k)
+        while self.events:
+            now, _, what, k, index = heapq.heappop(self.events)
+            if what == "try":
+                self.try_start(now, k)
+            elif what == "end":
+                self.busy[k] = False
+                self.send(now, self.orders[k][index])
+                self.try_start(now, k)
+            else:  # "sync": the stage's last backward has started
+                self.sync_and_step(now, k)
+        if any(p < len(order) for p, order in zip(self.position, self.orders, strict=True)):
+            raise ValueError(f"the {self.model.schedule} schedule cannot proceed")
+        return Timeline(
+            len(self.orders), self.model.microbatches, tuple(self.blocks), tuple(self.transfers)
+        )
+
+    def try_start(self, now: float, k: int) -> None:
+        if self.busy[k] or self.position[k] == len(self.orders[k]):
+            return
+        index = self.position[k]
+        block = self.orders[k][index]
+        kind = FORWARD if block.kind is Kind.FORWARD else BACKWARD
+        ready = self.arrived.get((k, kind, block.microbatch))
+        if ready is None:
+            return  # the arrival of its input wakes the stage
+        if ready > now:
+            self.push(ready, "try", k)
+            return
+        stage = self.model.stages[k]
+        end = now + (stage.forward_s if kind == FORWARD else stage.backward_s)
+        self.blocks.append(Slice(f"stage {k}", kind, k, block.microbatch, now, end))
+        self.busy[k] = True
+        self.position[k] += 1
+        self.push(end, "end", k, index)
+        last = self.position[k] == len(self.orders[k])
+        if self.model.training and kind == BACKWARD and last:
+            self.push(now, "sync", k)
+
+    def send(self, now: float, block: ScheduleBlock) -> None:
+        """The block's output crosses to the neighbour that needs it."""
+        model, k, m = self.model, block.stage, block.microbatch
+        if block.kind is Kind.FORWARD:
+            if k == len(model.stages) - 1:
+                if model.training:
+                    self.arrived[(k, BACKWARD, m)] = now
+                    self.push(now, "try", k)
+                return
+            cut, target, direction, kind = model.cuts[k], k + 1, "up", FORWARD
+            duration = cut.forward_s
+        else:
+            if k == 0:
+                return
+            cut, target, direction, kind = model.cuts[k - 1], k - 1, "down", BACKWARD
+            duration = cut.backward_s
+        lanes = (
+            tuple(f"host {h} link" for h in model.stages[k].hosts)
+            if cut.inter_host
+            else (f"stage {k} link {direction}",)
+        )
+        start = max([now, *(self.link_free.get(lane, 0.0) for lane in lanes)])
+        finish = start + duration
+        for lane in lanes:
+            self.link_free[lane] = finish
+            if duration > 0:
+                self.transfers.append(Slice(lane, "transfer", k, m, start, finish))
+        self.arrived[(target, kind, m)] = finish
+        self.push(finish, "try", target)
+
+    def sync_and_step(self, now: float, k: int) -> None:
+        """The stage's gradient sync from the start of its last backward (bucketed: module
+        docstring), on the inter-host links when it spans hosts, then its optimizer step."""
+        stage = self.model.stages[k]
+        backward_end = now + stage.backward_s
+        end = backward_end
+        if stage.sync_s > 0:
+            lanes = tuple(f"host {h} link" for h in stage.hosts) if len(stage.hosts) > 1 else ()
+            start = max([now, *(self.link_free.get(lane, 0.0) for lane in lanes)])
+            end = max(start + stage.sync_s, backward_end + stage.sync_s / max(stage.layers, 1))
+            for lane in lanes:
+                self.link_free[lane] = end
+            self.blocks.append(Slice(f"stage {k}", SYNC, k, -1, start, end))
+        if stage.step_s > 0:
+            self.blocks.append(Slice(f"stage {k}", STEP, k, -1, end, end + stage.step_s))
 
 
-def _ready_s(
-    ends: dict[tuple[int, str, int], float],
-    hops: list[float],
-    stage: int,
-    kind: str,
-    microbatch: int,
-    count: int,
-) -> float | None:
-    """When the input of the block is there; None while it is not yet known."""
-    if kind == FORWARD:
-        if stage == 0:
-            return 0.0
-        before = ends.get((stage - 1, FORWARD, microbatch))
-        return None if before is None else before + hops[stage - 1]
-    if stage == count - 1:
-        return ends.get((stage, FORWARD, microbatch))
-    after = ends.get((stage + 1, BACKWARD, microbatch))
-    return None if after is None else after + hops[stage]
-
-
-def _hop_s(plan: Plan, stage: int) -> float:
-    """Seconds to send one microbatch's boundary tensors from `stage` to the next."""
-    return sum(
-        t.time_s
-        for t in plan.transfers
-        if t.source_stage == stage and t.destination_stage == stage + 1
+def block_times(forward_s: float, backward_s: float, communication_s: float) -> tuple[float, float]:
+    """A stage's forward and backward block of one microbatch: compute plus the in-stage
+    collectives, split in proportion to compute."""
+    compute_s = forward_s + backward_s
+    if compute_s <= 0:
+        return communication_s, 0.0
+    return (
+        forward_s + communication_s * forward_s / compute_s,
+        backward_s + communication_s * backward_s / compute_s,
     )
 
 
-def _duration_s(stage: Stage, kind: str) -> float:
-    time = stage.time
-    compute_s = time.forward_s + time.backward_s
-    share = (time.forward_s if kind == FORWARD else time.backward_s) / compute_s if compute_s else 0
-    own_s = time.forward_s if kind == FORWARD else time.backward_s
-    return own_s + time.communication_s * share
+def plan_model(plan: Plan) -> PipelineModel:
+    """The simulation's view of a plan: its stages, the transfers across each cut, its
+    schedule."""
+    training = plan.settings.mode == "train"
+    stages = []
+    for stage in plan.stages:
+        forward_s, backward_s = block_times(
+            stage.time.forward_s, stage.time.backward_s, stage.time.communication_s
+        )
+        stages.append(
+            StageModel(
+                forward_s=forward_s,
+                backward_s=backward_s,
+                sync_s=stage.time.gradient_sync_s,
+                step_s=stage.time.optimizer_step_s,
+                layers=max(1, len(stage.layers)),
+                hosts=tuple(sorted({host for host, _ in stage.devices})),
+            )
+        )
+    cuts = []
+    for k in range(len(plan.stages) - 1):
+        seconds = sum(
+            t.time_s for t in plan.transfers if t.source_stage == k and t.destination_stage == k + 1
+        )
+        one_way = seconds / 2 if training else seconds
+        last, first = plan.stages[k].devices[-1], plan.stages[k + 1].devices[0]
+        cuts.append(CutModel(one_way, one_way if training else 0.0, last[0] != first[0]))
+    return PipelineModel(
+        stages=tuple(stages),
+        cuts=tuple(cuts),
+        microbatches=plan.settings.microbatches,
+        schedule=plan.settings.schedule,
+        training=training,
+        warmup_extra=plan.settings.warmup_extra,
+    )
+
+
+def pipeline_timeline(plan: Plan) -> Timeline:
+    """The plan's schedule, simulated."""
+    return simulate(plan_model(plan))

@@ -349,7 +349,10 @@ def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
     return max(max_relative_error(a[name], b[name]) for name in b)
 
 
-@pytest.mark.parametrize("shape", ["data-parallel", "megatron", "pipeline", "pipeline-of-replicas"])
+@pytest.mark.parametrize(
+    "shape",
+    ["data-parallel", "megatron", "pipeline", "pipeline-of-replicas", "pipeline-deeper-warm-up"],
+)
 def test_one_sharded_training_step_updates_weights_as_one_device_does(
     make_plan: Callable[..., Path], shape: str
 ) -> None:
@@ -363,6 +366,12 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
         plan = with_specs(read_plan(make_plan("gpt2", *sgd)), "gpt2", megatron_gpt_mlp_specs())
     elif shape == "pipeline":
         plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=2)
+    elif shape == "pipeline-deeper-warm-up":  # 1F1B: stage 0 warms up with 1 + 2 forwards
+        plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=4)
+        plan = dataclasses.replace(
+            plan, settings=dataclasses.replace(plan.settings, warmup_extra=2)
+        )
+        assert plan.settings.schedule == "1f1b"
     else:  # two data-parallel stages: the tied embedding's gradient crosses them
         data_parallel = read_plan(make_plan("gpt2", *sgd, "--force-data-parallel"))
         plan = two_stages(data_parallel, (1, 4), microbatches=2)

@@ -14,7 +14,9 @@ import jsonschema
 import pytest
 
 from cli import exit_codes
+from plans.io import read_plan
 from plans.schema import load_schema
+from plans.timeline import pipeline_timeline
 from tests.data.cases.regenerate import CASES, COMMAND, EXPECTED, case_names, plan_case
 
 DIFF_LINES = 40
@@ -40,3 +42,12 @@ def test_the_case_plans_to_its_expected_file(tmp_path: Path, name: str) -> None:
 
 def test_there_are_cases() -> None:
     assert len(case_names()) >= 3
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_the_estimate_is_the_makespan_of_the_schedule_the_plan_prescribes(name: str) -> None:
+    # One model of a schedule's time (plans/timeline.py): what the plan says an iteration
+    # takes is what `show` simulates for the plan as written.
+    plan = read_plan(CASES / name / EXPECTED)
+    makespan_s = pipeline_timeline(plan).makespan_s
+    assert plan.estimate.iteration_time_s == pytest.approx(makespan_s, rel=1e-3)

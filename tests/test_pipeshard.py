@@ -26,6 +26,7 @@ from planner.search import plan
 from planner.shard_parallel import plan_intra_only
 from planner.stage_costs import StageCostTable
 from plans.errors import InfeasibleError, InputError
+from plans.timeline import pipeline_timeline
 
 GiB = 2**30
 
@@ -287,6 +288,9 @@ def test_every_example_model_plans_on_8_and_64_gpus_with_the_full_search(
     )
     assert sum(len(stage.devices) for stage in result.stages) == 8 * hosts
     assert all(stage.memory.peak_bytes <= 0.9 * 80 * GiB for stage in result.stages)
+    # The estimate is the simulated makespan of the plan as written (plans/timeline.py).
+    makespan_s = pipeline_timeline(result).makespan_s
+    assert result.estimate.iteration_time_s == pytest.approx(makespan_s, rel=1e-3)
 
 
 @pytest.mark.parametrize(

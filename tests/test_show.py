@@ -17,7 +17,7 @@ from plan_helpers import GPT_PLAN, gpt_plan, two_stages, write
 from cli import exit_codes
 from cli.main import main
 from plans.plan import Plan, StageTime, Transfer
-from plans.timeline import BACKWARD, FORWARD, pipeline_timeline, stage_order
+from plans.timeline import pipeline_timeline
 
 ANSI_ESCAPE = "\x1b["
 
@@ -136,39 +136,6 @@ def test_no_color_even_where_colour_is_forced(
         monkeypatch.setenv("NO_COLOR", "1")
         plain = []
     assert ANSI_ESCAPE not in show(capsys, str(GPT_PLAN), *plain)
-
-
-def test_1f1b_warms_up_then_alternates() -> None:
-    order = stage_order("1f1b", stage=0, stages=4, microbatches=6, training=True)
-    assert [f"{kind[0]}{m}" for kind, m in order] == [
-        "f0",
-        "f1",
-        "f2",
-        "f3",
-        "b0",
-        "f4",
-        "b1",
-        "f5",
-        "b2",
-        "b3",
-        "b4",
-        "b5",
-    ]
-    last = stage_order("1f1b", stage=3, stages=4, microbatches=6, training=True)
-    assert [f"{kind[0]}{m}" for kind, m in last][:4] == ["f0", "b0", "f1", "b1"]
-
-
-def test_gpipe_runs_every_forward_then_every_backward() -> None:
-    order = stage_order("gpipe", stage=1, stages=4, microbatches=3, training=True)
-    assert [kind for kind, _ in order] == [FORWARD] * 3 + [BACKWARD] * 3
-
-
-def test_inference_runs_forwards_only() -> None:
-    assert stage_order("1f1b", 0, 2, 3, training=False) == (
-        (FORWARD, 0),
-        (FORWARD, 1),
-        (FORWARD, 2),
-    )
 
 
 def _uniform(plan: Plan, stages: int, microbatches: int, schedule: str) -> Plan:

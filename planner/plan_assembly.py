@@ -305,6 +305,9 @@ def assemble_plan(
     flops_per_iteration = graph.flops * (
         TRAINING_FLOPS_PER_FORWARD_FLOP if options.training else 1.0
     )
+    # A model of views only (a lone Flatten) moves nothing and costs no time: its rates are
+    # reported as 0, and the search report says why.
+    timed = iteration_s > 0
     return Plan(
         planner=PlannerInfo(version=__version__, options=frozen_map(options.record())),  # type: ignore[arg-type]
         model=ModelInfo(
@@ -337,11 +340,25 @@ def assemble_plan(
         transfers=transfers,
         estimate=Estimate(
             iteration_time_s=iteration_s,
-            samples_per_s=graph.batch_size / iteration_s,
-            tflops_per_gpu=flops_per_iteration / iteration_s / cluster.num_devices / 1e12,
+            samples_per_s=graph.batch_size / iteration_s if timed else 0.0,
+            tflops_per_gpu=(
+                flops_per_iteration / iteration_s / cluster.num_devices / 1e12 if timed else 0.0
+            ),
             peak_memory_bytes=max(stage.memory.peak_bytes for stage in stages),
         ),
-        search=replace(search, warnings=(*search.warnings, *search_warnings(search))),
+        search=replace(
+            search,
+            warnings=(*search.warnings, *search_warnings(search), *_untimed_warning(timed)),
+        ),
+    )
+
+
+def _untimed_warning(timed: bool) -> tuple[str, ...]:
+    if timed:
+        return ()
+    return (
+        "the model's ops cost no time in the cost model (views only): samples/s and TFLOP/s "
+        "are reported as 0",
     )
 
 

@@ -141,6 +141,9 @@ def run_command(
     facts = ModelFacts(
         fingerprint=graph.fingerprint,
         op_outputs={op.name: op.outputs for op in graph.ops},
+        batch_inputs=frozenset(
+            name for name in graph.inputs if graph.tensors[name].batch_dim is not None
+        ),
     )
     console = error_console()
     report = run_plan(

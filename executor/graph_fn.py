@@ -111,14 +111,19 @@ class Analysis:
 
 
 def input_shapes(
-    model: OnnxModel, batch: int, dims: Mapping[str, int]
+    model: OnnxModel,
+    batch: int,
+    dims: Mapping[str, int],
+    batch_inputs: frozenset[str] | None = None,
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """The data inputs at `batch` (dimension 0), other symbolic dimensions from `dims`."""
+    """The data inputs at `batch` (dimension 0 of those in `batch_inputs`, default all), other
+    symbolic dimensions from `dims`."""
     shapes: dict[str, jax.ShapeDtypeStruct] = {}
     for value in model.inputs:
+        batched = batch_inputs is None or value.name in batch_inputs
         shape: list[int] = []
         for position, dim in enumerate(value.shape):
-            if position == 0:
+            if position == 0 and batched:
                 shape.append(batch)
             elif isinstance(dim, int):
                 shape.append(dim)

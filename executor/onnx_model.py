@@ -64,6 +64,15 @@ class OnnxModel:
     def initializer_names(self) -> frozenset[str]:
         return frozenset(self.weights) | frozenset(self.missing_weights)
 
+    @property
+    def uses_float64(self) -> bool:
+        """Whether a data input or a weight is float64: such a model computes in float64 only
+        with jax's 64-bit types on (`jax.enable_x64`); without them jax computes in float32."""
+        dtypes = [value.dtype for value in self.inputs]
+        dtypes += [np.dtype(value.dtype) for value in self.weights.values()]
+        dtypes += [dtype for _, dtype in self.missing_weights.values()]
+        return any(dtype == np.float64 for dtype in dtypes)
+
 
 def op_parameters(model: OnnxModel) -> dict[str, tuple[str, ...]]:
     """Op name -> the trainable parameters it reads, in input order (for plans that record

@@ -118,10 +118,20 @@ def run_op(
 # --- elementwise -----------------------------------------------------------------------------
 
 
+def _legacy_aligned(call: OpCall, a: Array, b: Array) -> Array:
+    """`b` reshaped for numpy broadcasting where an opset < 7 binary op broadcasts it from
+    `axis` (`broadcast=1`): B's dimensions match A's starting there, not at the end."""
+    axis = call.attr("axis")
+    if call.opset >= 7 or not call.attr("broadcast", 0) or axis is None or not b.ndim:
+        return b
+    trailing = a.ndim - (axis % a.ndim) - b.ndim
+    return b.reshape(*b.shape, *(1,) * trailing) if trailing > 0 else b
+
+
 def _binary(fn_name: str) -> OpFn:
     def apply(call: OpCall, inputs: Inputs) -> list[Array]:
         a, b = inputs[0], inputs[1]
-        return [getattr(call.xp, fn_name)(a, b)]
+        return [getattr(call.xp, fn_name)(a, _legacy_aligned(call, a, b))]
 
     return apply
 
@@ -145,6 +155,7 @@ for _onnx, _np in (
 @op("Div", static_ok=True)
 def _div(call: OpCall, inputs: Inputs) -> list[Array]:
     a, b = inputs[0], inputs[1]
+    b = _legacy_aligned(call, a, b)
     xp = call.xp
     if np.dtype(a.dtype).kind in "iu":  # C-style integer division: truncate towards zero
         quotient = xp.abs(a) // xp.abs(b)
@@ -155,6 +166,7 @@ def _div(call: OpCall, inputs: Inputs) -> list[Array]:
 @op("Pow", static_ok=True)
 def _pow(call: OpCall, inputs: Inputs) -> list[Array]:
     base, exponent = inputs[0], inputs[1]
+    exponent = _legacy_aligned(call, base, exponent)
     if np.dtype(base.dtype).kind == "f":
         exponent = exponent.astype(base.dtype)
     return [call.xp.power(base, exponent)]
@@ -282,7 +294,18 @@ def _thresholded_relu(call: OpCall, inputs: Inputs) -> list[Array]:
 @op("PRelu")
 def _prelu(call: OpCall, inputs: Inputs) -> list[Array]:
     x, slope = inputs[0], inputs[1]
+    if call.opset < 7 and slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1]:
+        # PRelu-6: a slope per channel (dimension 1), before numpy broadcasting (opset 7)
+        slope = slope.reshape(-1, *(1,) * (x.ndim - 2))
     return [jnp.where(x < 0, slope * x, x)]
+
+
+@op("Shrink")
+def _shrink(call: OpCall, inputs: Inputs) -> list[Array]:
+    x = inputs[0]
+    bias, lambd = call.attr("bias", 0.0), call.attr("lambd", 0.5)
+    shrunk = jnp.where(x < -lambd, x + bias, jnp.where(x > lambd, x - bias, 0))
+    return [shrunk.astype(x.dtype)]
 
 
 @op("BitShift", static_ok=True)

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime
 
 from executor.onnx_model import OnnxModel, with_weights
+from plans.errors import InputError
 
 
 def reference_outputs(
@@ -24,13 +25,30 @@ def reference_outputs(
     options.log_severity_level = 3  # errors only: unused initializers are not worth a warning
     feeds = {value.name: np.asarray(inputs[value.name]) for value in model.inputs}
     if not model.missing_weights:
-        session = onnxruntime.InferenceSession(model.source, options)
-        return dict(zip(model.outputs, session.run(None, feeds), strict=True))
+        return _run(model, model.source, options, feeds)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         with_weights(model.source, weights, path)
-        session = onnxruntime.InferenceSession(str(path), options)
-        return dict(zip(model.outputs, session.run(None, feeds), strict=True))
+        return _run(model, str(path), options, feeds)
+
+
+def _run(
+    model: OnnxModel,
+    path: str,
+    options: onnxruntime.SessionOptions,
+    feeds: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    try:
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return dict(zip(model.outputs, session.run(None, dict(feeds)), strict=True))
+    except Exception as error:  # onnxruntime's own errors: no kernel (opsets < 7), bad model
+        text = str(error).strip().splitlines()
+        raise InputError(
+            model.source,
+            "--check",
+            "a model onnxruntime can run as the reference",
+            text[0] if text else type(error).__name__,
+        ) from None
 
 
 def max_relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -7,6 +7,9 @@ and the largest relative difference from onnxruntime when asked). Only process 0
 `--outputs`: for inference the graph outputs by name (of the last step), for training `loss`,
 the loss of every step.
 
+A model with float64 inputs or weights runs with jax's 64-bit types on (`jax_enable_x64`, for
+the rest of the process), so it computes in float64 as onnxruntime does.
+
 Inputs (`--inputs IN.npz`): one array per graph input, by name, of the plan's global batch;
 `labels` for the cross-entropy loss. Without a file, inputs are seeded random data of the right
 shapes and dtypes (token ids below the embedding's size), and labels random class ids.
@@ -86,6 +89,8 @@ def run(
     distributed.start(distributed.from_environment(request.cluster))  # before any jax work
     processes = jax.process_count()
     model = load_model(request.model_path)
+    if model.uses_float64:  # compute float64 as onnxruntime does, not in float32
+        jax.config.update("jax_enable_x64", True)
     plan = read_plan(request.plan_path, op_parameters(model))
     mode = request.mode or plan.settings.mode
     if mode not in MODES:

@@ -135,11 +135,17 @@ class PlanRuntime:
         weights = dict(model.weights)
         weights.update(seeded_weights(model, options.seed))
         self.weights: Mapping[str, np.ndarray] = weights
-        self.input_shapes = input_shapes(model, self.microbatch_size, options.dims)
-        self.analysis: Analysis = analyse(model, weights, self.input_shapes)
-        self.programs = bind_plan(
-            plan, model, self.analysis, facts or facts_from_model(model), plan_source
+        facts = facts or facts_from_model(model)
+        self.batch_inputs = (
+            facts.batch_inputs
+            if facts.batch_inputs is not None
+            else frozenset(value.name for value in model.inputs)
         )
+        self.input_shapes = input_shapes(
+            model, self.microbatch_size, options.dims, self.batch_inputs
+        )
+        self.analysis: Analysis = analyse(model, weights, self.input_shapes)
+        self.programs = bind_plan(plan, model, self.analysis, facts, plan_source)
         self.meshes = tuple(self._mesh(program) for program in self.programs)
         self.made_in = {name: p.index for p in self.programs for name in p.outputs}
         self.readers = {
@@ -342,7 +348,7 @@ class PlanRuntime:
         rng = np.random.default_rng(seed)
         made = {}
         for value in self.model.inputs:
-            shape = (self.plan.settings.batch_size, *self.input_shapes[value.name].shape[1:])
+            shape = self._global_shape(value.name)
             if value.dtype.kind in "iu":
                 made[value.name] = rng.integers(0, self._id_limit(value.name), shape).astype(
                     value.dtype
@@ -377,7 +383,7 @@ class PlanRuntime:
             if value.name not in inputs:
                 raise InputError("--inputs", value.name, "an array for every graph input", "none")
             array = np.asarray(inputs[value.name])
-            wanted = (self.plan.settings.batch_size, *self.input_shapes[value.name].shape[1:])
+            wanted = self._global_shape(value.name)
             if array.shape != wanted:
                 raise InputError(
                     "--inputs",
@@ -388,7 +394,17 @@ class PlanRuntime:
             checked[value.name] = array
         return checked
 
-    def _microbatch(self, array: np.ndarray, m: int) -> np.ndarray:
+    def _global_shape(self, name: str) -> tuple[int, ...]:
+        """Input `name`'s shape for the whole batch."""
+        shape = tuple(self.input_shapes[name].shape)
+        if name not in self.batch_inputs:
+            return shape
+        return (self.plan.settings.batch_size, *shape[1:])
+
+    def _microbatch(self, array: np.ndarray, m: int, name: str = "") -> np.ndarray:
+        """Microbatch `m` of a batched array (every microbatch reads an unbatched input whole)."""
+        if name and name not in self.batch_inputs:
+            return array
         size = self.microbatch_size
         return array[m * size : (m + 1) * size]
 
@@ -432,7 +448,7 @@ class PlanRuntime:
         relayed from the stage that made it through every stage between, as the plan's
         transfers say (each stage passes on what crosses the cut after it)."""
         if name in data:
-            return self._place(self._microbatch(data[name], m), name, stage)
+            return self._place(self._microbatch(data[name], m, name), name, stage)
         for k in range(self.made_in[name] + 1, stage + 1):
             if (name, m, k) not in produced:
                 produced[(name, m, k)] = self._place(produced[(name, m, k - 1)], name, k)
@@ -493,7 +509,7 @@ class PlanRuntime:
 
     def _analysis_at(self, batch: int) -> Analysis:
         if batch not in self._analyses:
-            shapes = input_shapes(self.model, batch, self.options.dims)
+            shapes = input_shapes(self.model, batch, self.options.dims, self.batch_inputs)
             self._analyses[batch] = analyse(self.model, self.weights, shapes)
         return self._analyses[batch]
 
@@ -765,6 +781,8 @@ def to_host(value: Array) -> np.ndarray:
 
 
 def _join(parts: list[np.ndarray], microbatch_size: int) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
     if all(part.ndim and part.shape[0] == microbatch_size for part in parts):
         return np.concatenate(parts, axis=0)
     return np.stack(parts)

@@ -36,6 +36,9 @@ class ModelFacts:
 
     fingerprint: str | None  # at the plan's batch size; None: not checked
     op_outputs: Mapping[str, tuple[str, ...]]  # planner op name -> output tensor names
+    # The data inputs whose dimension 0 follows the batch (split into microbatches); the others
+    # (a weight matrix fed as an input, a broadcast operand) keep their shape. None: all of them.
+    batch_inputs: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from planner.shape_resolution import (
     VALUE_LIMIT_ELEMENTS,
     KnownTensors,
     Resolution,
+    check_supported,
     resolve_shapes,
 )
 from plans.errors import InputError
@@ -73,6 +74,7 @@ def load_onnx(
     """
     source = str(path)
     model = _read_model(Path(path))
+    check_supported(model, source)
     bindings = dict(dims or {})
     batch = _bind_batch(model, source, batch_size, bindings)
     resolved = _resolve(model, source, bindings)
@@ -204,11 +206,14 @@ def _resolve(
 ) -> Resolution:
     """Static shapes after binding (`planner/shape_resolution.py` does the work)."""
     data_inputs = _data_inputs(model)
+    batched = _batch_inputs(data_inputs)
     shapes: dict[str, tuple[int, ...]] = {}
     dtypes: dict[str, int] = {}
     values: dict[str, np.ndarray] = {}
     for value in data_inputs:
-        shapes[value.name] = _bound_shape(value, source, bindings, batch)
+        shapes[value.name] = _bound_shape(
+            value, source, bindings, batch if value.name in batched else None
+        )
         dtypes[value.name] = value.type.tensor_type.elem_type
     for init in model.graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
@@ -220,6 +225,28 @@ def _resolve(
         if embedded is not None and not weight:
             values[init.name] = embedded
     return resolve_shapes(model, KnownTensors(shapes, dtypes, values), source)
+
+
+def _batch_inputs(data_inputs: Sequence[onnx.ValueInfoProto]) -> set[str]:
+    """The data inputs whose dimension 0 is the batch: the first input's dimension 0 (as
+    `_bind_batch` reads it), and every input whose dimension 0 is the same symbol, or the same
+    fixed size when the first's is fixed. A weight matrix fed as an input ([3, 4] beside data of
+    [2, 3]) or a broadcast operand ([3]) keeps its shape."""
+    leading = [
+        (value.name, value.type.tensor_type.shape.dim[0])
+        for value in data_inputs
+        if value.type.tensor_type.HasField("shape") and value.type.tensor_type.shape.dim
+    ]
+    if not leading:
+        return set()
+    first = leading[0][1]
+
+    def same(dim: onnx.TensorShapeProto.Dimension) -> bool:
+        if first.HasField("dim_value"):
+            return dim.HasField("dim_value") and bool(dim.dim_value == first.dim_value)
+        return not dim.HasField("dim_value") and bool(dim.dim_param == first.dim_param)
+
+    return {name for name, dim in leading if same(dim)}
 
 
 def _bound_shape(

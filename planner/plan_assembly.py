@@ -342,12 +342,26 @@ def assemble_plan(
             samples_per_s=_rate(graph.batch_size, iteration_s),
             tflops_per_gpu=_rate(flops_per_iteration, iteration_s) / cluster.num_devices / 1e12,
         ),
+        search=replace(
+            plan.search, warnings=(*plan.search.warnings, *_untimed_warning(iteration_s > 0))
+        ),
     )
 
 
 def _rate(amount: float, seconds: float) -> float:
     """`amount` per second; 0 for an iteration that takes no time (a model of views only)."""
     return amount / seconds if seconds > 0 else 0.0
+
+
+def _untimed_warning(timed: bool) -> tuple[str, ...]:
+    """A model of views only (a lone Flatten) moves nothing and costs no time: its rates are
+    reported as 0, and the search report says why."""
+    if timed:
+        return ()
+    return (
+        "the model's ops cost no time in the cost model (views only): samples/s and TFLOP/s "
+        "are reported as 0",
+    )
 
 
 def search_warnings(report: SearchReport) -> tuple[str, ...]:

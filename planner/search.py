@@ -39,6 +39,16 @@ def plan(
             f"the batch of {graph.batch_size} does not split into {options.microbatches} "
             "equal microbatches"
         )
+    if not _batch_splits(graph):
+        # Nothing follows the batch (the graph fixes it, e.g. in a constant of that size):
+        # microbatches would each recompute the whole batch.
+        if (options.microbatches or 1) > 1:
+            raise InfeasibleError(
+                f"the batch of {graph.batch_size} does not split into {options.microbatches} "
+                "microbatches: no input of the model follows the batch (the graph fixes its "
+                "size, e.g. in a constant)"
+            )
+        options = replace(options, microbatches=1)
     if options.search is Search.INTRA_ONLY:
         if options.remat:
             raise InputError(
@@ -49,3 +59,8 @@ def plan(
             graph, cluster, replace(options, microbatches=options.microbatches or 1)
         )
     return plan_pipeshard(graph, cluster, options, progress, jobs)
+
+
+def _batch_splits(graph: Graph) -> bool:
+    """Whether some data input scales with the batch (`Tensor.batch_dim`)."""
+    return any(graph.tensors[name].batch_dim is not None for name in graph.inputs)

@@ -88,6 +88,43 @@ class KnownTensors:
     values: Mapping[str, np.ndarray]
 
 
+# Domains of graphs that are not a model's forward pass: onnx's training ops (Gradient,
+# optimizers) describe a backward or an update that the planner derives itself.
+_TRAINING_DOMAINS = frozenset({"ai.onnx.preview.training", "ai.onnx.training"})
+
+
+def check_supported(model: onnx.ModelProto, source: str) -> None:
+    """Refuse, before anything is bound, what no binding makes plannable: sequence and optional
+    values, loops, training-graph ops and string tensors, each named in one line."""
+    for value in [*model.graph.input, *model.graph.output]:
+        kind = value.type.WhichOneof("value")
+        where = "input" if value in model.graph.input else "output"
+        if kind not in (None, "tensor_type"):
+            raise InputError(
+                source,
+                f"graph.{where}[{value.name}]",
+                "a tensor",
+                f"a value of type {kind.removesuffix('_type')} (sequence and optional values "
+                "are not planned)",
+            )
+        if kind == "tensor_type" and value.type.tensor_type.elem_type == onnx.TensorProto.STRING:
+            raise InputError(
+                source,
+                f"graph.{where}[{value.name}]",
+                "a numeric tensor",
+                "a string tensor (text processing has no device work to plan)",
+            )
+    for node in model.graph.node:
+        if node.domain in _TRAINING_DOMAINS:
+            raise InputError(
+                source,
+                f"node {_label(node)}",
+                "the forward graph of a model (the planner derives the backward and the update)",
+                f"{node.op_type} of domain {node.domain!r}, an op of a training graph",
+            )
+        _check_node_supported(node, source)
+
+
 def resolve_shapes(model: onnx.ModelProto, known: KnownTensors, source: str) -> Resolution:
     """Shapes (and small values) of every tensor of `model`'s graph; see the module docstring.
 
@@ -190,6 +227,8 @@ class _Pass:
                 f"op type {node.op_type}"
                 + (f" of domain {node.domain!r}" if domain else " unknown to this onnx"),
             ) from None
+        if "broadcast" in schema.attributes and node.op_type != "Gemm":
+            self._check_legacy_broadcast(node)
         types = {name: self._type(name) for name in node.input if name}
         data = {name: self._tensor(name) for name in node.input if name in self.values}
         try:
@@ -222,6 +261,35 @@ class _Pass:
                 shape = tuple(int(dim.dim_value) for dim in tensor_type.shape.dim)
             found[name] = (shape, tensor_type.elem_type)
         return found
+
+    def _check_legacy_broadcast(self, node: onnx.NodeProto) -> None:
+        """Before opset 7, a binary op broadcasts only with `broadcast=1`, and then its second
+        input must match the first's dimensions from `axis` on (by default the trailing ones);
+        onnx's inference of those versions passes the first input's shape through unchecked."""
+        first, second = (self.shapes[name] for name in node.input[:2])
+        attrs = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+        if not attrs.get("broadcast", 0):
+            if first != second:
+                raise InputError(
+                    self.source,
+                    f"node {_label(node)}",
+                    "inputs of one shape (before opset 7 an op broadcasts only with broadcast=1)",
+                    f"shapes {list(first)} and {list(second)}",
+                )
+            return
+        axis = int(attrs.get("axis", len(first) - len(second)))
+        axis = axis + len(first) if axis < 0 else axis
+        window = first[axis : axis + len(second)]
+        if len(window) != len(second) or any(
+            extent not in (own, 1) for own, extent in zip(window, second, strict=True)
+        ):
+            raise InputError(
+                self.source,
+                f"node {_label(node)}",
+                f"a second input that matches the first's dimensions from axis {axis} "
+                "(broadcasting before opset 7)",
+                f"shapes {list(first)} and {list(second)}",
+            )
 
     def _evaluate(self, index: int, node: onnx.NodeProto) -> None:
         """Give the node's outputs values when its inputs have them and the outputs are small."""
@@ -295,21 +363,7 @@ class _Pass:
     # --- helpers ------------------------------------------------------------------------------
 
     def _check_supported(self, node: onnx.NodeProto) -> None:
-        standard = node.domain in ("", "ai.onnx")
-        if standard and node.op_type in _SEQUENCE_OPS:
-            raise InputError(
-                self.source,
-                f"node {_label(node)}",
-                "tensor values only",
-                f"{node.op_type}, an op on sequence or optional values",
-            )
-        if standard and node.op_type in _CONTROL_FLOW_OPS - {"If"}:
-            raise InputError(
-                self.source,
-                f"node {_label(node)}",
-                "no control flow (export with static loops unrolled)",
-                f"a {node.op_type}",
-            )
+        _check_node_supported(node, self.source)
 
     def _type(self, name: str) -> onnx.TypeProto:
         found = self._types.get(name)
@@ -346,6 +400,24 @@ class _Pass:
             "a shape that follows from the input shapes (bind them with --batch-size and "
             "--dim NAME=VALUE)",
             f"a shape that depends on data: {reason}",
+        )
+
+
+def _check_node_supported(node: onnx.NodeProto, source: str) -> None:
+    standard = node.domain in ("", "ai.onnx")
+    if standard and node.op_type in _SEQUENCE_OPS:
+        raise InputError(
+            source,
+            f"node {_label(node)}",
+            "tensor values only",
+            f"{node.op_type}, an op on sequence or optional values",
+        )
+    if standard and node.op_type in _CONTROL_FLOW_OPS - {"If"}:
+        raise InputError(
+            source,
+            f"node {_label(node)}",
+            "no control flow (export with static loops unrolled)",
+            f"a {node.op_type}",
         )
 
 

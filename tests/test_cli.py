@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
-from conftest import MODELS, P3
+from conftest import MODELS, P3, make_model
+from onnx import TensorProto, helper, numpy_helper
 
 from cli import exit_codes
 from cli.main import main
@@ -134,6 +137,47 @@ def test_does_not_fit_exits_3_and_writes_nothing(tmp_path: Path) -> None:
     assert result.returncode == exit_codes.INFEASIBLE, result.stderr
     assert "budget of 3.60 GiB per GPU (90% of 4.00 GiB)" in result.stderr
     assert not list(out.parent.iterdir())  # no plan, no temporary file left behind
+
+
+def _fixed_batch_model(
+    tmp_path: Path, node: onnx.NodeProto, output: list[int], *initializers: onnx.TensorProto
+) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, output)
+    path = tmp_path / "model.onnx"
+    onnx.save(make_model([node], [x], [y], list(initializers)), str(path))
+    return path
+
+
+def test_a_model_of_views_only_plans_with_zero_rates_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _fixed_batch_model(tmp_path, helper.make_node("Flatten", ["x"], ["y"], axis=0), [1, 24])
+    out = tmp_path / "plan.json"
+    assert main([str(model), str(P3), "--hosts", "1", "-o", str(out)]) == exit_codes.OK
+    document = json.loads(out.read_text())
+    assert document["estimate"]["iteration_time_s"] == 0
+    assert document["estimate"]["samples_per_s"] == 0
+    assert any("views only" in warning for warning in document["search"]["warnings"])
+    assert "views only" in capsys.readouterr().err
+
+
+def test_a_model_whose_graph_fixes_the_batch_plans_in_one_microbatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # x [4, 6] times a [4, 6] constant: no tensor follows the batch, so microbatches of x
+    # would each need the whole constant's rows.
+    target = numpy_helper.from_array(np.ones((4, 6), np.float32), "target")
+    mul = helper.make_node("Mul", ["x", "target"], ["y"])
+    model = _fixed_batch_model(tmp_path, mul, [4, 6], target)
+    out = tmp_path / "plan.json"
+    args = [str(model), str(P3), "--hosts", "1", "--mode", "infer", "-o", str(out)]
+    assert main(args) == exit_codes.OK
+    assert json.loads(out.read_text())["settings"]["microbatches"] == 1
+    out.unlink()
+    assert main([*args, "--microbatches", "2"]) == exit_codes.INFEASIBLE
+    assert "no input of the model follows the batch" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_usage_errors_exit_2() -> None:

@@ -162,6 +162,8 @@ _FLOAT_CASES: list[tuple[str, list[np.ndarray], dict[str, object], int]] = [
     ("HardSwish", [_X * 4], {}, OPSET),
     ("ThresholdedRelu", [_X], {"alpha": 0.2}, OPSET),
     ("PRelu", [_X, np.array([0.1, -0.2, 0.3, 0.5], np.float32)], {}, OPSET),
+    ("Shrink", [_X], {}, OPSET),
+    ("Shrink", [_X], {"bias": 0.3, "lambd": 0.2}, OPSET),
     ("ReduceL1", [_X, np.array([1])], {"keepdims": 0}, OPSET),
     ("ReduceLogSumExp", [_X, np.array([0, 2])], {}, OPSET),
     ("RMSNormalization", [_X, _CHANNELS], {"epsilon": 1e-5}, 23),
@@ -255,3 +257,20 @@ def test_bit_shift_by_hand() -> None:
     (left,) = run_op("BitShift", {"direction": "LEFT"}, OPSET, [x, shift], 1)
     (right,) = run_op("BitShift", {"direction": "RIGHT"}, OPSET, [x, shift], 1)
     assert np.asarray(left).tolist() == [8, 32, 4080] and np.asarray(right).tolist() == [0, 2, 15]
+
+
+def test_opset_6_prelu_has_a_slope_per_channel_by_hand() -> None:
+    # PRelu-6 applies a [C] slope along dimension 1 (numpy broadcasting came with opset 7).
+    slope = np.array([0.1, -0.2, 0.3, 0.5], np.float32)
+    (found,) = run_op("PRelu", {}, 6, [jax.numpy.asarray(_IMAGE), slope], 1)
+    expected = np.where(_IMAGE < 0, slope.reshape(4, 1, 1) * _IMAGE, _IMAGE)
+    np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-6)
+
+
+def test_opset_6_broadcast_from_an_axis_by_hand() -> None:
+    # Add-6 with broadcast=1, axis=1: B [4, 5] matches A [2, 4, 5, 6] from dimension 1.
+    b = _RNG.standard_normal((4, 5)).astype(np.float32)
+    attributes = {"broadcast": 1, "axis": 1}
+    for op_type, expected in (("Add", _IMAGE + b[:, :, None]), ("Div", _IMAGE / b[:, :, None])):
+        (found,) = run_op(op_type, attributes, 6, [jax.numpy.asarray(_IMAGE), b], 1)
+        np.testing.assert_allclose(np.asarray(found), expected, rtol=1e-6)

@@ -304,6 +304,73 @@ def test_a_sequence_op_is_refused_naming_the_node(tmp_path: Path) -> None:
     )
 
 
+def test_a_training_graph_op_is_refused_naming_the_node(tmp_path: Path) -> None:
+    # The onnx backend's test_gradient_of_add: scalar inputs and onnx's Gradient op.
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [])
+    nodes = [
+        helper.make_node("Add", ["a", "a"], ["c"]),
+        helper.make_node("Gradient", ["a"], ["dc_da"], name="grad", xs=["a"], y="c",
+                         domain="ai.onnx.preview.training"),
+    ]  # fmt: skip
+    model = make_model(nodes, [a], [c])
+    model.opset_import.append(helper.make_opsetid("ai.onnx.preview.training", 1))
+    path = _save(model, tmp_path / "gradient.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path)
+    assert str(error.value) == (
+        f"{path}: node grad: expected the forward graph of a model (the planner derives the "
+        "backward and the update), found Gradient of domain 'ai.onnx.preview.training', an op "
+        "of a training graph"
+    )
+
+
+def test_a_string_input_is_refused_naming_it(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, [4])
+    nodes = [helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="LOWER")]
+    path = _save(make_model(nodes, [x], [y], opset=10), tmp_path / "strings.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path)
+    assert str(error.value) == (
+        f"{path}: graph.input[x]: expected a numeric tensor, found a string tensor (text "
+        "processing has no device work to plan)"
+    )
+
+
+def test_inputs_whose_first_dimension_is_not_the_batch_keep_their_shape(tmp_path: Path) -> None:
+    # torch's addmm exported with a fixed batch: x [2, 3] is the data, w [3, 4] an input too.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = load_onnx(_save(make_model(nodes, [x, w], [y]), tmp_path / "mm.onnx"))
+    assert graph.batch_size == 2
+    assert {name: graph.tensors[name].batch_dim for name in "xwy"} == {"x": 0, "w": None, "y": 0}
+
+
+def test_opset_6_broadcasting_is_checked_so_a_fixed_batch_is_found(tmp_path: Path) -> None:
+    # Before opset 7 a binary op broadcasts only with broadcast=1, from `axis`; onnx's inference
+    # of those versions passes the first input's shape through unchecked. A constant of the
+    # batch's size (PoissonNLLLoss' target) fixes the batch: no tensor follows it.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [10, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [10, 4])
+    target = numpy_helper.from_array(np.ones((10, 4), np.float32), "target")
+    nodes = [helper.make_node("Mul", ["target", "x"], ["y"])]
+    graph = load_onnx(_save(make_model(nodes, [x], [y], [target], opset=6), tmp_path / "m.onnx"))
+    assert graph.tensors["y"].shape == (10, 4)
+    assert all(tensor.batch_dim is None for tensor in graph.tensors.values())
+    row = helper.make_tensor_value_info("row", TensorProto.FLOAT, [3])
+    nodes = [helper.make_node("Add", ["x", "row"], ["y"], name="add", broadcast=1, axis=1)]
+    path = _save(make_model(nodes, [x, row], [y], opset=6), tmp_path / "add.onnx")
+    with pytest.raises(InputError) as error:
+        load_onnx(path)
+    assert str(error.value) == (
+        f"{path}: node add: expected a second input that matches the first's dimensions from "
+        "axis 1 (broadcasting before opset 7), found shapes [10, 4] and [3]"
+    )
+
+
 def test_weights_listed_as_graph_inputs_are_parameters(tmp_path: Path) -> None:
     # keep_initializers_as_inputs (the TorchScript exporter, IR 3): initializers are inputs too.
     model = mlp_model()

@@ -60,7 +60,7 @@ _OPS: dict[str, tuple[float, Saved, CostClass]] = {
     **{t: (1.0, Saved.INPUTS, _E) for t in ("Mul", "Div", "Max", "Min", "Abs", "PRelu", "Mod")},
     **{
         t: (1.0, Saved.INPUTS, _E)
-        for t in ("LeakyRelu", "Celu", "HardSigmoid", "Softsign", "ThresholdedRelu")
+        for t in ("LeakyRelu", "Celu", "HardSigmoid", "Softsign", "ThresholdedRelu", "Shrink")
     },
     **{t: (1.0, Saved.INPUTS, _T) for t in ("Selu", "Elu", "HardSwish", "Softplus", "Mish")},
     **{t: (1.0, Saved.INPUTS, _T) for t in ("Log", "Pow", "Sin", "Cos", "Tan", "Asin", "Acos")},

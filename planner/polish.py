@@ -80,7 +80,11 @@ class StageSolves:
                 return known_sharding if within else None
             if cutoff_s <= known_cutoff:
                 return None
-        sharding = _solve_within(stage, mesh, cluster, settings, cutoff_s)
+        sharding: StageSharding | None
+        try:
+            sharding = solve_stage(stage, mesh, cluster.gpu, settings, cutoff_s)
+        except (MemoryInfeasible, CutoffExceeded):
+            sharding = None
         self._solved[key] = (cutoff_s, sharding)
         return sharding
 
@@ -208,17 +212,3 @@ def _cutoff_s(limit_s: float, settings: IntraOpSettings, objective: PipelineObje
     if not settings.training:
         return settings.microbatches * limit_s / objective.weight
     return limit_s
-
-
-def _solve_within(
-    stage: Subgraph,
-    mesh: LogicalMesh,
-    cluster: Cluster,
-    settings: IntraOpSettings,
-    cutoff_s: float,
-) -> StageSharding | None:
-    """The stage's best sharding on `mesh` if one fits and costs at most `cutoff_s`."""
-    try:
-        return solve_stage(stage, mesh, cluster.gpu, settings, cutoff_s)
-    except (MemoryInfeasible, CutoffExceeded):
-        return None

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cost_models.units import format_bytes, format_flops_rate, format_seconds
-from plans.plan import Plan, Stage
+from plans.plan import Plan, Settings, Stage
 from plans.summary import hosts_of, model_flops_utilisation, op_rows, tensor_rows
 from plans.timeline import BACKWARD, FORWARD, STEP, SYNC, Slice, Timeline, pipeline_timeline
 
@@ -60,7 +60,8 @@ def header(plan: Plan) -> Table:
     grid.add_row(
         "settings",
         f"{settings.mode}, {settings.dtype}, {settings.optimizer}; batch {settings.batch_size} "
-        f"in {settings.microbatches} x {settings.microbatch_size}; schedule {settings.schedule}",
+        f"in {settings.microbatches} x {settings.microbatch_size}; schedule {settings.schedule}"
+        + _schedule_details(settings),
     )
     grid.add_row(
         "estimate",
@@ -127,8 +128,18 @@ def transfer_table(plan: Plan) -> Table:
     return table
 
 
+def _schedule_details(settings: Settings) -> str:
+    """A deeper warm-up or interleaving, where the plan's schedule has one."""
+    if settings.virtual_stages > 1:
+        return f", interleaved: {settings.virtual_stages} stages per device group"
+    if settings.warmup_extra:
+        return f", warm-up +{settings.warmup_extra}"
+    return ""
+
+
 def render_timeline(console: Console, timeline: Timeline) -> None:
-    """Each stage's blocks along one time axis. When blocks would be narrower than a few
+    """Each device group's blocks (a stage's, or an interleaved group's stages') along one time
+    axis. When blocks would be narrower than a few
     columns (many microbatches), only the start and the end of the pipeline are drawn."""
     makespan_s = timeline.makespan_s
     console.print(
@@ -138,10 +149,11 @@ def render_timeline(console: Console, timeline: Timeline) -> None:
     )
     if makespan_s <= 0:
         return
-    windows, column_s = _windows(timeline, max(TIMELINE_MIN_WIDTH, console.width - _LABEL_WIDTH))
-    for stage in range(timeline.stages):
-        blocks = [block for block in timeline.blocks if block.stage == stage]
-        row = Text(f"stage {stage}".ljust(_LABEL_WIDTH))
+    label_width = max([_LABEL_WIDTH, *(len(lane) + 2 for lane in timeline.lanes)])
+    windows, column_s = _windows(timeline, max(TIMELINE_MIN_WIDTH, console.width - label_width))
+    for lane in timeline.lanes:
+        blocks = [block for block in timeline.blocks if block.lane == lane]
+        row = Text(lane.ljust(label_width))
         for number, window in enumerate(windows):
             row.append(_GAP if number else "")
             row.append_text(_timeline_row(blocks, window, column_s))
@@ -150,9 +162,9 @@ def render_timeline(console: Console, timeline: Timeline) -> None:
     for start_s, end_s in windows:
         start, end = format_seconds(start_s) if start_s else "0", format_seconds(end_s)
         axis.append(start.ljust(_columns((start_s, end_s), column_s) - len(end)) + end)
-    console.print(" " * _LABEL_WIDTH + _GAP.join(axis), no_wrap=True, overflow="crop")
+    console.print(" " * label_width + _GAP.join(axis), no_wrap=True, overflow="crop")
     console.print(
-        f"{' ' * _LABEL_WIDTH}> forward  < backward  # gradient sync  = optimizer step  "
+        f"{' ' * label_width}> forward  < backward  # gradient sync  = optimizer step  "
         "0-9 microbatch  "
         f"(a column is {format_seconds(column_s)})"
     )

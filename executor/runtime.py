@@ -692,7 +692,7 @@ class _Training:
         settings = rt.plan.settings
         ticks = schedule_blocks(
             stages, microbatches, settings.schedule, training=True,
-            warmup_extra=settings.warmup_extra,
+            warmup_extra=settings.warmup_extra, virtual_stages=settings.virtual_stages,
         )  # fmt: skip
         scale = 1.0 / microbatches
         for tick in ticks:

@@ -281,6 +281,18 @@ def _check_devices(plan: Plan, index: int, plan_source: str) -> None:
             f"{n0 * n1} devices for the logical mesh {n0}x{n1}",
             str(len(stage.devices)),
         )
+    # With virtual stages, stage k runs on the devices of stage k mod (S / virtual_stages).
+    groups = len(plan.stages) // plan.settings.virtual_stages
+    if index >= groups:
+        if stage.devices != plan.stages[index % groups].devices:
+            raise InputError(
+                plan_source,
+                f"stages[{index}].devices",
+                f"the devices of stage {index % groups} (virtual_stages "
+                f"{plan.settings.virtual_stages})",
+                "others",
+            )
+        return
     seen = {tuple(d) for other in plan.stages[:index] for d in other.devices}
     for device in stage.devices:
         if tuple(device) in seen:

@@ -79,10 +79,14 @@ def pipeline_model(
     schedule: str,
     warmup_extra: int = 0,
     training: bool = True,
+    virtual_stages: int = 1,
 ) -> PipelineModel:
     """The simulation's view of a pipeline of cost-table plans placed in order
-    (`planner/placement.py`)."""
-    starts = offsets([plan.submesh for plan in stages])
+    (`planner/placement.py`); with virtual stages, its device groups (the first S / v stages'
+    submeshes) in order and stage k on group k mod (S / v)."""
+    groups = len(stages) // virtual_stages
+    group_starts = offsets([plan.submesh for plan in stages[:groups]])
+    starts = [group_starts[k % groups] for k in range(len(stages))]
     models = []
     for plan, start in zip(stages, starts, strict=True):
         forward_s, backward_s = block_times(plan.forward_s, plan.backward_s, plan.communication_s)
@@ -103,7 +107,9 @@ def pipeline_model(
         one_way = plan.transfer_s / 2 if training else plan.transfer_s
         inter_host = hosts > 1 and start % gpus_per_host == 0
         cuts.append(CutModel(one_way, one_way if training else 0.0, inter_host))
-    return PipelineModel(tuple(models), tuple(cuts), microbatches, schedule, training, warmup_extra)
+    return PipelineModel(
+        tuple(models), tuple(cuts), microbatches, schedule, training, warmup_extra, virtual_stages
+    )
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,10 @@ def in_flight(
     microbatches: int,
     schedule: Schedule,
     warmup_extra: int = 0,
+    virtual_stages: int = 1,
 ) -> int:
     """Microbatches whose activations a stage holds at once, as the schedule's blocks say
     (`plans/schedules.py`): 1F1B min(S - k + w, B), the last stage 1; GPipe B."""
-    return schedule_in_flight(str(schedule), stage_index, num_stages, microbatches, warmup_extra)
+    return schedule_in_flight(
+        str(schedule), stage_index, num_stages, microbatches, warmup_extra, virtual_stages
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from cost_models.cluster import Cluster
 from planner.graph import Graph, Subgraph, split_batch
 from planner.inter_op import dp_pipelines
+from planner.interleaving import ClusterShape, search_interleaved
 from planner.intra_op import IntraOpSettings, StageSharding
 from planner.layers import LayerSlice, cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
@@ -57,6 +58,7 @@ class PipelineChoice:
     exact: Mapping[int, StageSharding] = field(default_factory=dict)
     solves: StageSolves = field(default_factory=StageSolves)  # the stage ILPs solved so far
     warmup_extra: int = 0  # 1F1B's extra warm-up forwards (plans/schedules.py)
+    virtual_stages: int = 1  # interleaved 1F1B: stages per device group
 
 
 def plan_pipeshard(
@@ -80,15 +82,22 @@ def plan_pipeshard(
         )
     chosen = replace(options, microbatches=choice.microbatches)
     settings = chosen.intra_op_settings(cluster)
-    devices = place_stages([s.submesh for s in choice.stages], cluster.hosts, cluster.gpus_per_host)
-    exact = polish_stages(
-        choice.stages, choice.table, cluster, settings, options.schedule,
-        _objective(options, cluster, choice.microbatches, choice.warmup_extra), choice.exact,
-        choice.solves,
-    )  # fmt: skip
+    groups = len(choice.stages) // choice.virtual_stages
+    group_devices = place_stages(
+        [s.submesh for s in choice.stages[:groups]], cluster.hosts, cluster.gpus_per_host
+    )
+    devices = tuple(group_devices[k % groups] for k in range(len(choice.stages)))
+    # Polishing re-solves a stage alone on its devices: an interleaved stage shares them.
+    exact = dict(choice.exact)
+    if choice.virtual_stages == 1:
+        exact = polish_stages(
+            choice.stages, choice.table, cluster, settings, options.schedule,
+            _objective(options, cluster, choice.microbatches, choice.warmup_extra), choice.exact,
+            choice.solves,
+        )  # fmt: skip
     stages = build_stages(
         typed, choice.stages, choice.microbatches, choice.table, devices, options.schedule,
-        cluster, exact, choice.warmup_extra,
+        cluster, exact, choice.warmup_extra, choice.virtual_stages,
     )  # fmt: skip
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
@@ -104,7 +113,7 @@ def plan_pipeshard(
     )
     return assemble_plan(
         graph, cluster, chosen, stages, search, layer_records(graph, layers, typed), transfers,
-        choice.warmup_extra,
+        choice.warmup_extra, choice.virtual_stages,
     )  # fmt: skip
 
 
@@ -190,6 +199,18 @@ def _search_count(
                 incumbent_s = result.makespan_s
                 starting = [result.stages, *starting]
         assert found is not None  # the DP's pipelines fit without a deeper warm-up
+    if options.training and options.schedule is Schedule.ONE_F_ONE_B:
+        shape = ClusterShape(
+            len(layers), cluster.gpus_per_host, cluster.hosts, microbatches,
+            settings.memory_budget_bytes,
+        )  # fmt: skip
+        incumbent = found.objective_s if found is not None else math.inf
+        interleaved = search_interleaved(candidates, plans, submeshes, shape, incumbent)
+        if interleaved is not None:
+            found = PipelineChoice(
+                microbatches, interleaved.stages, interleaved.makespan_s, table, solves=solves,
+                virtual_stages=interleaved.virtual_stages,
+            )  # fmt: skip
     elif solutions:
         stages = tuple(plans[c.key] for c in solutions[0].stages)
         found = PipelineChoice(microbatches, stages, objective.of(stages), table, solves=solves)

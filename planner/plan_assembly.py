@@ -15,11 +15,12 @@ from cost_models.cluster import Cluster
 from cost_models.collectives import transfer_s
 from planner import __version__
 from planner.graph import Graph, Op, Tensor, TensorKind
+from planner.interleaving import group_peak_bytes
 from planner.intra_op import StageSharding, tensor_specs
 from planner.layers import LayerSlice
 from planner.options import PlanOptions, Schedule
 from planner.pipeline_time import in_flight
-from planner.placement import Devices, cut_link, offsets
+from planner.placement import Devices, cut_link
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
 from plans.plan import (
@@ -58,9 +59,11 @@ def build_stages(
     cluster: Cluster,
     exact: Mapping[int, StageSharding] | None = None,
     warmup_extra: int = 0,
+    virtual_stages: int = 1,
 ) -> tuple[Stage, ...]:
     """The plan's stages: composed from the layers' plans in the cost table, or from `exact`
-    (`planner/polish.py`) where given."""
+    (`planner/polish.py`) where given. With virtual stages, a stage's peak memory is that of
+    the devices it shares with the other stages of its group (`group_peak_bytes`)."""
     layers = table.layers
     stages = []
     for index, plan in enumerate(pipeline):
@@ -88,7 +91,9 @@ def build_stages(
             layer_ops = graph.ops[layers[k].start : layers[k].stop]
             strategies.update({op.name: s for op, s in zip(layer_ops, by_position, strict=True)})
         stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
-        holds = in_flight(index, len(pipeline), microbatches, schedule, warmup_extra)
+        holds = in_flight(
+            index, len(pipeline), microbatches, schedule, warmup_extra, virtual_stages
+        )
         repeated_parameters, repeated_gradients, repeated_optimizer = plan.repeated_state
         parameters = sum(s.parameter_bytes for s in shardings) - repeated_parameters
         gradients = sum(s.gradient_bytes for s in shardings) - repeated_gradients
@@ -121,7 +126,14 @@ def build_stages(
                 ),
             )
         )
-    return tuple(stages)
+    if virtual_stages == 1:
+        return tuple(stages)
+    peaks = group_peak_bytes(pipeline, microbatches, virtual_stages)
+    groups = len(pipeline) // virtual_stages
+    return tuple(
+        replace(stage, memory=replace(stage.memory, peak_bytes=peaks[stage.index % groups]))
+        for stage in stages
+    )
 
 
 def stage_from_sharding(
@@ -216,7 +228,9 @@ def build_transfers(
                     made_in[tensor] = stage.index
             for tensor in op.present_inputs:
                 last_read[tensor] = max(last_read.get(tensor, -1), stage.index)
-    starts = offsets([(1, len(stage.devices)) for stage in stages])
+    # Where each stage starts: its first device (stages in order, or an interleaved stage on
+    # its group's devices).
+    starts = [host * cluster.gpus_per_host + gpu for host, gpu in (s.devices[0] for s in stages)]
     found = []
     for tensor, made in sorted(made_in.items()):
         if graph.tensors[tensor].kind is not TensorKind.ACTIVATION:
@@ -292,6 +306,7 @@ def assemble_plan(
     layers: tuple[Layer, ...] = (),
     transfers: tuple[Transfer, ...] = (),
     warmup_extra: int = 0,
+    virtual_stages: int = 1,
 ) -> Plan:
     """A `Plan` around `stages`, whose estimate is the makespan of the schedule it prescribes
     (`plans/timeline.py`)."""
@@ -326,6 +341,7 @@ def assemble_plan(
             dtype=options.dtype,
             optimizer=options.optimizer,
             warmup_extra=warmup_extra,
+            virtual_stages=virtual_stages,
         ),
         layers=layers,
         stages=stages,

@@ -108,10 +108,21 @@ def _device_placement(plan: Plan, cluster: ClusterFacts) -> Iterator[Problem]:
                     f"stage {stage.index}: device {_device(device)} is outside the cluster "
                     f"({cluster.hosts} hosts x {cluster.gpus_per_host} GPUs)",
                 )
+    virtual = plan.settings.virtual_stages
+    groups = max(1, len(plan.stages) // virtual)
     for device, stages in owners.items():
-        if len(stages) > 1:
+        group = list(range(stages[0] % groups, len(plan.stages), groups))
+        if len(stages) > 1 and (virtual == 1 or stages != group):
             yield Problem(
                 "devices", f"device {_device(device)} is in more than one stage: {_joined(stages)}"
+            )
+    for stage in plan.stages[groups:]:
+        if stage.devices != plan.stages[stage.index % groups].devices:
+            yield Problem(
+                "devices",
+                f"stage {stage.index}: expected the devices of stage {stage.index % groups} "
+                f"(virtual_stages {virtual}: stage k runs on the devices of stage k mod "
+                f"{groups}), found others",
             )
     every = [(h, g) for h in range(cluster.hosts) for g in range(cluster.gpus_per_host)]
     unused = [device for device in every if device not in owners]

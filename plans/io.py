@@ -43,6 +43,7 @@ from plans.plan import (
     ZeroStage,
     frozen_map,
 )
+from plans.schedules import schedule_problem
 from plans.schema import check_version, validate
 
 _V1 = "alpa-plan/1"
@@ -97,6 +98,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "dtype": plan.settings.dtype,
                 "optimizer": plan.settings.optimizer,
                 "warmup_extra": plan.settings.warmup_extra,
+                "virtual_stages": plan.settings.virtual_stages,
             },
             "layers": [
                 {
@@ -277,6 +279,12 @@ def plan_from_document(
     else:
         stages = tuple(_stage(stage) for stage in document["stages"])
         search = _search(document["search"])
+    problem = schedule_problem(
+        settings["schedule"], len(stages), settings["microbatches"],
+        settings.get("warmup_extra", 0), settings.get("virtual_stages", 1),
+    )  # fmt: skip
+    if problem is not None:
+        raise InputError(source, f"settings.{problem.field}", problem.expected, problem.found)
     return Plan(
         schema=SCHEMA,
         read_from=version,

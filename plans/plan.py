@@ -71,6 +71,9 @@ class Settings:
     optimizer: str
     # 1F1B: forwards beyond the S - k - 1 of stage k's warm-up (`plans/schedules.py`).
     warmup_extra: int = 0
+    # Stages per device group: more than 1 is interleaved 1F1B, stage k on the devices of
+    # stage k mod (S / virtual_stages) (`plans/schedules.py`).
+    virtual_stages: int = 1
 
     @property
     def microbatch_size(self) -> int:

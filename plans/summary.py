@@ -90,6 +90,8 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
             "batch_size": plan.settings.batch_size,
             "microbatches": plan.settings.microbatches,
             "schedule": plan.settings.schedule,
+            "warmup_extra": plan.settings.warmup_extra,
+            "virtual_stages": plan.settings.virtual_stages,
             "iteration_time_s": estimate.iteration_time_s,
             "samples_per_s": estimate.samples_per_s,
             "tflops_per_gpu": estimate.tflops_per_gpu,

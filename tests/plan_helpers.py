@@ -49,6 +49,36 @@ def two_stages(plan: Plan) -> Plan:
     return replace(plan, layers=layers, stages=stages, transfers=())
 
 
+def interleaved(plan: Plan) -> Plan:
+    """`plan` cut in four stages on two groups (host 0 and host 1, each a 1 x 4 mesh), stage k
+    on group k mod 2: an interleaved schedule of two virtual stages per group, four
+    microbatches; stage times and memory copied from stage 0."""
+    ops = [op for stage in plan.stages for op in stage.ops]
+    devices = sorted(device for stage in plan.stages for device in stage.devices)
+    strategies = {k: v for stage in plan.stages for k, v in stage.strategies.items()}
+    shardings = {k: v for stage in plan.stages for k, v in stage.shardings.items()}
+    quarter, half_devices = -(-len(ops) // 4), len(devices) // 2
+    groups = (devices[:half_devices], devices[half_devices:])
+    stages = tuple(
+        replace(
+            plan.stages[0],
+            index=k,
+            layers=(f"part{k}",),
+            ops=tuple(ops[quarter * k : quarter * (k + 1)]),
+            devices=tuple(groups[k % 2]),
+            logical_mesh=(1, len(groups[k % 2])),
+            strategies=frozen_map(
+                {op: strategies[op] for op in ops[quarter * k : quarter * (k + 1)]}
+            ),
+            shardings=frozen_map(shardings),
+        )
+        for k in range(4)
+    )
+    layers = tuple(Layer(f"part{k}", stage.ops, 1.0, 0) for k, stage in enumerate(stages))
+    settings = replace(plan.settings, microbatches=4, virtual_stages=2)
+    return replace(plan, layers=layers, stages=stages, transfers=(), settings=settings)
+
+
 def write(plan: Plan, path: Path) -> Path:
     path.write_text(plan_to_json(plan))
     return path

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from conftest import MODELS
-from plan_helpers import GPT_CLUSTER, GPT_PLAN, document, gpt_plan, two_stages, write_document
+from plan_helpers import (
+    GPT_CLUSTER,
+    GPT_PLAN,
+    document,
+    gpt_plan,
+    interleaved,
+    two_stages,
+    write_document,
+)
 
 from cli import exit_codes
 from cli.main import main
@@ -35,6 +43,23 @@ def test_a_planned_plan_passes_with_its_model_and_cluster(
 def test_a_two_stage_plan_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_document(document(two_stages(gpt_plan())), tmp_path / "p.json")
     assert check(capsys, path, "--model", str(GPT_MODEL))[0] == exit_codes.OK
+
+
+def test_an_interleaved_plan_passes_and_its_stages_must_share_their_group(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = document(interleaved(gpt_plan()))
+    path = write_document(data, tmp_path / "p.json")
+    assert check(capsys, path, "--model", str(GPT_MODEL))[0] == exit_codes.OK
+    data["stages"][2]["devices"] = data["stages"][1]["devices"]  # stage 2 on group 1
+    path = write_document(data, tmp_path / "moved.json")
+    code, lines = check(capsys, path, "--model", str(GPT_MODEL))
+    assert code == exit_codes.CHECK_FAILED
+    assert (
+        f"{path}: stage 2: expected the devices of stage 0 (virtual_stages 2: stage k runs on "
+        "the devices of stage k mod 2), found others"
+    ) in lines
+    assert f"{path}: device [1, 0] is in more than one stage: 1, 2, 3" in lines
 
 
 def _move_op(data: Document) -> None:

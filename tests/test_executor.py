@@ -30,6 +30,7 @@ from executor.reference import max_relative_error, reference_outputs  # noqa: E4
 from executor.runtime import PlanRuntime, RuntimeOptions  # noqa: E402
 from executor.stages import ModelFacts  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
+from plans.check import check_plan  # noqa: E402
 from plans.errors import InputError  # noqa: E402
 from plans.io import read_plan  # noqa: E402
 from plans.plan import Plan, ZeroStage, frozen_map  # noqa: E402
@@ -120,6 +121,30 @@ def two_stages(plan: Plan, mesh: tuple[int, int], microbatches: int = 2) -> Plan
     return dataclasses.replace(plan, stages=tuple(stages), settings=settings)
 
 
+def interleaved(plan: Plan, mesh: tuple[int, int], microbatches: int) -> Plan:
+    """The one-stage plan cut into four stages on two groups of 4 devices, stage k on group
+    k mod 2 (interleaved 1F1B, two virtual stages per group): the ops split in quarters in
+    topological order, specs kept."""
+    (stage,) = plan.stages
+    quarter = -(-len(stage.ops) // 4)
+    stages = []
+    for index in range(4):
+        ops = stage.ops[quarter * index : quarter * (index + 1)]
+        group = index % 2
+        stages.append(
+            dataclasses.replace(
+                stage,
+                index=index,
+                ops=ops,
+                devices=stage.devices[4 * group : 4 * group + 4],
+                logical_mesh=mesh,
+                strategies=frozen_map({op: stage.strategies[op] for op in ops}),
+            )
+        )
+    settings = dataclasses.replace(plan.settings, microbatches=microbatches, virtual_stages=2)
+    return dataclasses.replace(plan, stages=tuple(stages), settings=settings)
+
+
 def three_stages(plan: Plan, cuts: tuple[int, int]) -> Plan:
     """The one-stage plan cut into three stages of 2 devices (1 x 2 meshes) before ops
     `cuts[0]` and `cuts[1]` (in topological order), specs kept."""
@@ -153,7 +178,7 @@ def one_device(plan: Plan) -> Plan:
         strategies=frozen_map({}),
         shardings=frozen_map({}),
     )
-    settings = dataclasses.replace(plan.settings, microbatches=1)
+    settings = dataclasses.replace(plan.settings, microbatches=1, virtual_stages=1)
     return dataclasses.replace(plan, stages=(single,), settings=settings)
 
 
@@ -351,7 +376,14 @@ def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
 
 @pytest.mark.parametrize(
     "shape",
-    ["data-parallel", "megatron", "pipeline", "pipeline-of-replicas", "pipeline-deeper-warm-up"],
+    [
+        "data-parallel",
+        "megatron",
+        "pipeline",
+        "pipeline-of-replicas",
+        "pipeline-deeper-warm-up",
+        "pipeline-interleaved",
+    ],
 )
 def test_one_sharded_training_step_updates_weights_as_one_device_does(
     make_plan: Callable[..., Path], shape: str
@@ -372,6 +404,9 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
             plan, settings=dataclasses.replace(plan.settings, warmup_extra=2)
         )
         assert plan.settings.schedule == "1f1b"
+    elif shape == "pipeline-interleaved":  # 4 stages on 2 groups: each microbatch crosses twice
+        plan = interleaved(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=4)
+        assert check_plan(plan) == ()
     else:  # two data-parallel stages: the tied embedding's gradient crosses them
         data_parallel = read_plan(make_plan("gpt2", *sgd, "--force-data-parallel"))
         plan = two_stages(data_parallel, (1, 4), microbatches=2)

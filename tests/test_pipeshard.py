@@ -12,6 +12,7 @@ from conftest import CLUSTERS, MODELS, stacked_mlp_model
 from cost_models.cluster import Cluster, Gpu, Link
 from cost_models.cluster_yaml import load_cluster
 from cost_models.mesh import logical_mesh
+from planner import interleaving
 from planner.graph import split_batch
 from planner.intra_op import solve_stage
 from planner.layers import cluster_layers
@@ -25,7 +26,9 @@ from planner.plan_assembly import build_transfers, stage_from_sharding
 from planner.search import plan
 from planner.shard_parallel import plan_intra_only
 from planner.stage_costs import StageCostTable
+from plans.check import check_plan
 from plans.errors import InfeasibleError, InputError
+from plans.io import plan_from_json, plan_to_json
 from plans.timeline import pipeline_timeline
 
 GiB = 2**30
@@ -117,6 +120,43 @@ def test_gpipe_keeps_every_microbatch(tmp_path: Path) -> None:
             gpipe.stages[0].memory.activations_bytes
             >= one_f_one_b.stages[0].memory.activations_bytes
         )
+
+
+def test_interleaving_wins_where_the_bubble_dominates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 equal layers, 4 GPUs, B = 4: 1F1B on whole stages idles (G - 1)(f + b) of a stage's
+    # block, interleaving v chunks per GPU v times less (tests/test_timeline.py), for v times
+    # the transfers, which the 50 GB/s link carries behind compute.
+    graph = load_onnx(stacked(tmp_path, layers=8, hidden=1024, batch=2048), batch_size=2048)
+    one_host = Cluster(
+        name="test",
+        hosts=1,
+        gpus_per_host=4,
+        gpu=Gpu("gpu", 16 * GiB, (("float16", 100e12), ("float32", 20e12)), 1e12),
+        intra_host=Link(50e9, 5e-6),
+        inter_host=Link(50e9, 20e-6),
+    )
+    found = plan(graph, one_host, PlanOptions(microbatches=4))
+    v = found.settings.virtual_stages
+    assert v > 1 and found.settings.schedule == "1f1b"
+    groups = len(found.stages) // v
+    assert groups * v == len(found.stages)
+    for stage in found.stages:
+        assert stage.devices == found.stages[stage.index % groups].devices
+    assert check_plan(found) == ()
+    text = plan_to_json(found)
+    assert plan_to_json(plan_from_json(text, "plan.json")) == text
+    assert found.estimate.iteration_time_s == pytest.approx(pipeline_timeline(found).makespan_s)
+    for g in range(groups):  # each stage reports the peak of the devices it shares
+        shared = found.stages[g::groups]
+        state = sum(s.memory.parameters_bytes + s.memory.gradients_bytes for s in shared)
+        assert all(s.memory.peak_bytes == shared[0].memory.peak_bytes for s in shared)
+        assert shared[0].memory.peak_bytes >= state + sum(s.memory.optimizer_bytes for s in shared)
+    monkeypatch.setattr(interleaving, "VIRTUAL_STAGES", ())
+    plain = plan(graph, one_host, PlanOptions(microbatches=4))
+    assert plain.settings.virtual_stages == 1
+    assert found.estimate.iteration_time_s < plain.estimate.iteration_time_s
 
 
 def test_transfers_list_boundary_tensors(tmp_path: Path) -> None:

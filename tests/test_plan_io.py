@@ -46,6 +46,8 @@ def _broken(tiny_plan: Plan, change: str) -> str:
         del data["estimate"]["samples_per_s"]
     elif change == "type":
         data["settings"]["batch_size"] = "lots"
+    elif change == "virtual":
+        data["settings"]["virtual_stages"] = 3
     return json.dumps(data)
 
 
@@ -56,6 +58,7 @@ def _broken(tiny_plan: Plan, change: str) -> str:
         ("schema", "p.json: schema: expected 'alpa-plan/1' or 'alpa-plan/2' (this alpa-plan reads them), found 'alpa-plan/99'"),
         ("missing", "p.json: estimate.samples_per_s: expected a value, found nothing"),
         ("type", "p.json: settings.batch_size: expected an integer, found 'lots'"),
+        ("virtual", "p.json: settings.virtual_stages: expected a divisor of the stage count 2, found 3"),
     ],
 )  # fmt: skip
 def test_errors_name_the_json_path(tiny_plan: Plan, change: str, message: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from plan_helpers import GPT_PLAN, gpt_plan, two_stages, write
+from plan_helpers import GPT_PLAN, gpt_plan, interleaved, two_stages, write
 
 from cli import exit_codes
 from cli.main import main
@@ -68,6 +68,17 @@ def test_a_two_stage_plan_shows_its_stages_transfers_and_timeline(
     assert all(">" in row and "<" in row for row in rows.values())
     # 1F1B: stage 0 runs forwards 0 and 1 before its first backward.
     assert rows["0"].index("1>") < rows["0"].index("0<")
+
+
+def test_an_interleaved_plan_draws_one_row_per_device_group(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = write(interleaved(gpt_plan()), tmp_path / "interleaved.json")
+    assert main(["show", str(path)]) == exit_codes.OK
+    out = capsys.readouterr().out
+    assert "schedule 1f1b, interleaved: 2 stages per device group" in out
+    rows = [line for line in out.splitlines() if re.match(r"stages \d", line)]
+    assert [row.split()[1] for row in rows] == ["0,2", "1,3"]
 
 
 def test_many_microbatches_draw_the_start_and_the_end_within_the_width(

@@ -128,3 +128,63 @@ def test_inference_runs_forwards_only() -> None:
         training=False,
     )
     assert simulate(model).makespan_s == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(
+    "groups, virtual_stages, microbatches", [(2, 2, 4), (2, 2, 8), (4, 2, 8), (3, 2, 6), (4, 4, 16)]
+)
+def test_interleaving_shrinks_the_bubble_by_the_virtual_stages(
+    groups: int, virtual_stages: int, microbatches: int
+) -> None:
+    # Narayanan et al., SC'21, section 2.2: with equal chunks of forward f and backward b (a
+    # whole stage's work split in v) and free transfers, the bubble is (G - 1)(f + b), v times
+    # smaller than that of 1F1B with whole stages: makespan = B v (f + b) + (G - 1)(f + b).
+    f, b = 1.0, 2.0
+    count = groups * virtual_stages
+    model = PipelineModel(
+        stages=tuple(_stage(f, b) for _ in range(count)),
+        cuts=tuple(CutModel(0.0, 0.0, inter_host=False) for _ in range(count - 1)),
+        microbatches=microbatches,
+        schedule="1f1b",
+        training=True,
+        virtual_stages=virtual_stages,
+    )
+    timeline = simulate(model)
+    expected = (microbatches * virtual_stages + groups - 1) * (f + b)
+    assert timeline.makespan_s == pytest.approx(expected)
+    whole = PipelineModel(
+        stages=tuple(_stage(virtual_stages * f, virtual_stages * b) for _ in range(groups)),
+        cuts=tuple(CutModel(0.0, 0.0, inter_host=False) for _ in range(groups - 1)),
+        microbatches=microbatches,
+        schedule="1f1b",
+        training=True,
+    )
+    bubble = simulate(whole).makespan_s - microbatches * virtual_stages * (f + b)
+    assert bubble == pytest.approx(virtual_stages * (groups - 1) * (f + b))
+    assert len(timeline.lanes) == groups
+    assert timeline.lanes[0] == "stages " + ",".join(str(c * groups) for c in range(virtual_stages))
+
+
+def test_an_interleaved_group_steps_after_all_its_syncs() -> None:
+    # 2 groups x 2 virtual stages, no transfers, B = 2, f = 1, b = 2, every stage a sync of 10
+    # (longer than everything after it) and a step of 1. A group's two syncs share its
+    # devices: the second waits for the first; its steps follow the later, one after another.
+    model = PipelineModel(
+        stages=tuple(_stage(1.0, 2.0, sync_s=10.0, step_s=1.0) for _ in range(4)),
+        cuts=tuple(CutModel(0.0, 0.0, inter_host=False) for _ in range(3)),
+        microbatches=2,
+        schedule="1f1b",
+        training=True,
+        virtual_stages=2,
+    )
+    timeline = simulate(model)
+    for group in range(2):
+        lane = timeline.lanes[group]
+        syncs = sorted((s for s in timeline.blocks if s.lane == lane and s.kind == "sync"),
+                       key=lambda s: s.start_s)  # fmt: skip
+        steps = sorted((s for s in timeline.blocks if s.lane == lane and s.kind == "step"),
+                       key=lambda s: s.start_s)  # fmt: skip
+        assert len(syncs) == 2 and len(steps) == 2
+        assert syncs[1].start_s >= syncs[0].end_s
+        assert steps[0].start_s == pytest.approx(syncs[1].end_s)
+        assert steps[1].start_s == pytest.approx(steps[0].end_s)

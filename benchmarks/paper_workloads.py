@@ -156,7 +156,7 @@ def run_workload(
     export_s = time.perf_counter() - started
     cluster = cluster_for(workload.gpus)
     graph = load_onnx(path, batch_size=workload.batch_size)
-    options = PlanOptions(dtype=workload.dtype, remat=remat)
+    options = PlanOptions(dtype=workload.dtype, recompute="full" if remat else "auto")
     row: dict[str, Any] = {
         "workload": workload.name,
         "gpus": workload.gpus,

@@ -98,7 +98,7 @@ def time_plan(
     graph = load_onnx(model, batch_size=1024)
     started = time.perf_counter()
     try:
-        options = PlanOptions(microbatches=microbatches, remat=remat)
+        options = PlanOptions(microbatches=microbatches, recompute="full" if remat else "none")
         result = plan(graph, cluster, options, jobs=jobs)
     except InfeasibleError as error:
         return time.perf_counter() - started, f"does not fit: {error}"

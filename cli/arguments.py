@@ -120,6 +120,11 @@ def plan_options(flags: Mapping[str, Any], compute: ComputeModel | None) -> Plan
     place every planning command builds them; a flag the command lacks keeps its default."""
     zero = flags.get("zero")
     batch_axis = flags.get("force_batch_dim_to_mesh_dim")
+    recompute = flags.get("recompute", "auto")
+    if flags.get("remat"):
+        if recompute not in ("auto", "full"):
+            raise InputError("--remat", "", "no --recompute other than full", recompute)
+        recompute = "full"
     return PlanOptions(
         mode=flags.get("mode", "train"),
         dtype=flags["dtype"],
@@ -131,7 +136,7 @@ def plan_options(flags: Mapping[str, Any], compute: ComputeModel | None) -> Plan
         layers=flags.get("layers"),
         submesh_space=flags.get("submesh_space", "power-of-two"),
         objective=flags.get("objective", "throughput"),
-        remat=bool(flags.get("remat", False)),
+        recompute=recompute,
         ilp_time_limit_s=flags["ilp_time_limit"],
         strategy=StrategyOptions(
             zero="auto" if zero is None else ("on" if zero else "off"),

@@ -61,6 +61,7 @@ def _outline(outline: StageOutline | None) -> str:
     return (
         f"{outline.op_count} ops {outline.first_op}..{outline.last_op}, "
         f"{len(outline.devices)} GPUs on hosts {number_ranges(hosts)}, mesh {rows}x{columns}"
+        + (", recomputes" if outline.recompute != "none" else "")
     )
 
 

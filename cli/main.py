@@ -26,7 +26,7 @@ from cli.arguments import input_options, load_inputs, plan_options
 from cli.render import error_console, print_plan_summary, progress_bar
 from planner import __version__
 from planner.mesh_shapes import SUBMESH_SPACES
-from planner.options import MODES, OBJECTIVES
+from planner.options import MODES, OBJECTIVES, RECOMPUTES
 from planner.search import plan as make_plan
 from plans.errors import InfeasibleError, InputError
 from plans.io import plan_to_json, write_text_atomically
@@ -95,11 +95,14 @@ def cli() -> None:
     help="Inference only: the slowest stage (throughput) or the sum of stages (latency).",
 )
 @click.option(
-    "--remat",
-    is_flag=True,
-    help="Rematerialise each layer in the backward (activation checkpointing): keep only "
-    "layer inputs, pay one more forward.",
+    "--recompute",
+    type=click.Choice(RECOMPUTES),
+    default="auto",
+    show_default=True,
+    help="Recompute each layer's activations in the backward (activation checkpointing: keep "
+    "only layer inputs, pay one more forward): searched per stage, never, or in every stage.",
 )
+@click.option("--remat", is_flag=True, help="The same as --recompute full.")
 @click.option(
     "--zero/--no-zero",
     default=None,
@@ -131,6 +134,7 @@ def plan_command(
     layers: int | None,
     submesh_space: str,
     objective: str,
+    recompute: str,
     remat: bool,
     jobs: int | None,
     ilp_time_limit: float,

@@ -78,7 +78,11 @@ def print_plan_summary(plan: Plan, written_to: str | None, seconds: float) -> No
         f"{cluster.gpu.name} ({format_bytes(cluster.gpu.memory_bytes)})"
     )
     table = Table(show_edge=False, pad_edge=False)
-    columns = ("stage", "GPUs", "mesh", "forward", "backward", "comm", "grad sync", "opt step")
+    recomputes = any(stage.recompute != "none" for stage in plan.stages)
+    columns = (
+        "stage", "GPUs", "mesh", *(("recompute",) if recomputes else ()), "forward", "backward",
+        "comm", "grad sync", "opt step",
+    )  # fmt: skip
     for column in (*columns, "peak mem"):
         table.add_column(column, justify="right")
     for stage in plan.stages:
@@ -86,6 +90,7 @@ def print_plan_summary(plan: Plan, written_to: str | None, seconds: float) -> No
             str(stage.index),
             str(len(stage.devices)),
             f"{stage.logical_mesh[0]}x{stage.logical_mesh[1]}",
+            *((stage.recompute,) if recomputes else ()),
             format_seconds(stage.time.forward_s),
             format_seconds(stage.time.backward_s),
             format_seconds(stage.time.communication_s),

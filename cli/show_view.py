@@ -82,6 +82,9 @@ def stage_table(plan: Plan) -> Table:
     table.add_column("stage", justify="right", no_wrap=True)
     for column in ("layers", "ops", "GPUs", "hosts", "mesh"):
         table.add_column(column, justify="right", overflow="ellipsis")
+    recomputes = any(stage.recompute != "none" for stage in plan.stages)
+    if recomputes:  # the column only where some stage recomputes
+        table.add_column("recompute", no_wrap=True)
     for column in ("fwd", "bwd", "comm", "grad sync", "opt step"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("memory/GPU", no_wrap=True)
@@ -93,6 +96,7 @@ def stage_table(plan: Plan) -> Table:
             str(len(stage.devices)),
             number_ranges(hosts_of(stage)),
             f"{stage.logical_mesh[0]}x{stage.logical_mesh[1]}",
+            *((stage.recompute,) if recomputes else ()),
             format_seconds(stage.time.forward_s),
             format_seconds(stage.time.backward_s),
             format_seconds(stage.time.communication_s),

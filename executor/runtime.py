@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from executor import train
 from executor.collectives import compiled_collectives, predicted_collectives
 from executor.graph_fn import Analysis, analyse, evaluate, input_shapes
 from executor.mesh import named, partition_spec, stage_mesh
-from executor.onnx_model import OnnxModel, seeded_weights
+from executor.onnx_model import Node, OnnxModel, seeded_weights
 from executor.pipeline import schedule_blocks
 from executor.replicas import (
     GradientSync,
@@ -286,12 +287,27 @@ class PlanRuntime:
             target = shardings.get(name)
             return value if target is None else jax.lax.with_sharding_constraint(value, target)
 
+        def run(nodes: tuple[Node, ...], values: Tree) -> Tree:
+            env: dict[str, Array] = {**constants, **values}
+            evaluate(nodes, env, model.opset, model.source, constrain, compute)
+            return {name: value for name, value in env.items() if name not in constants}
+
         def forward(params: Tree, inputs: Tree) -> Tree:
-            env: dict[str, Array] = dict(constants)
             # Parameters stored sharded (zero3) are gathered into their plan spec here.
-            env.update({name: constrain(name, lower(value)) for name, value in params.items()})
+            env = {name: constrain(name, lower(value)) for name, value in params.items()}
             env.update({name: constrain(name, lower(value)) for name, value in inputs.items()})
-            evaluate(program.nodes, env, model.opset, model.source, constrain, compute)
+            if not program.recompute:
+                env = run(program.nodes, env)
+            else:  # each layer keeps its inputs only: jax.checkpoint rebuilds the rest
+                start = 0
+                for end in program.layer_ends:
+                    nodes = program.nodes[start:end]
+                    read = {name for node in nodes for name in node.inputs if name in env}
+                    made = jax.checkpoint(functools.partial(run, nodes))(
+                        {name: env[name] for name in read}
+                    )
+                    env.update(made)
+                    start = end
             return {name: env[name] for name in program.outputs}
 
         return forward

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from executor.graph_fn import Analysis
 from executor.onnx_model import Node, OnnxModel
 from plans.errors import InputError
-from plans.plan import Plan
+from plans.plan import RECOMPUTE_FULL, Plan
 from plans.specs import ShardingSpec
 
 
@@ -51,6 +51,10 @@ class StageProgram:
     specs: Mapping[str, ShardingSpec] = field(default_factory=dict)  # tensor -> the plan's spec
     logical_mesh: tuple[int, int] = (1, 1)
     devices: tuple[tuple[int, int], ...] = ((0, 0),)
+    # The plan's recomputation: each layer's nodes (nodes[start:end] for consecutive `layer_ends`)
+    # keep only their inputs and rebuild their activations in the backward.
+    recompute: bool = False
+    layer_ends: tuple[int, ...] = ()
 
 
 def facts_from_model(model: OnnxModel) -> ModelFacts:
@@ -81,6 +85,8 @@ def bind_plan(
     producer = {name: node for node in model.nodes for name in node.outputs if name}
     stage_of_node: dict[int, int] = {}
     stage_of_op: dict[str, int] = {}
+    layer_of_op = {op: k for k, layer in enumerate(plan.layers) for op in layer.ops}
+    layer_of_node: dict[int, int] = {}
     for stage in plan.stages:
         for op in stage.ops:
             where = f"stages[{stage.index}].ops"
@@ -103,6 +109,8 @@ def bind_plan(
                     plan_source, where, f"ops of {model.source}", f"{op!r}, which it does not have"
                 )
             stage_of_node[node.index] = stage.index
+            if op in layer_of_op:
+                layer_of_node[node.index] = layer_of_op[op]
     static = analysis.static
     _place_weight_ops(model, static, stage_of_node, plan_source)
     programs = []
@@ -169,6 +177,8 @@ def bind_plan(
                 specs=MappingProxyType(specs),
                 logical_mesh=(int(stage.logical_mesh[0]), int(stage.logical_mesh[1])),
                 devices=tuple((int(h), int(g)) for h, g in stage.devices),
+                recompute=stage.recompute == RECOMPUTE_FULL,
+                layer_ends=_layer_ends(nodes, layer_of_node),
             )
         )
     for name in model.outputs:
@@ -269,6 +279,19 @@ def _checked_specs(
                 repr(text),
             )
     return parsed
+
+
+def _layer_ends(nodes: list[Node], layer_of_node: dict[int, int]) -> tuple[int, ...]:
+    """Where each of the plan's layers ends among the stage's nodes (a node of no layer joins
+    the layer before it)."""
+    ends: list[int] = []
+    current: int | None = None
+    for position, node in enumerate(nodes):
+        layer = layer_of_node.get(node.index, current)
+        if layer != current and position:
+            ends.append(position)
+        current = layer
+    return (*ends, len(nodes)) if nodes else ()
 
 
 def _check_devices(plan: Plan, index: int, plan_source: str) -> None:

@@ -52,7 +52,7 @@ class IntraOpSettings:
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     reshard_rules: ReshardRules = field(default_factory=ReshardRules)
     compute: ComputeModel | None = None  # None: the GPU's roofline
-    remat: bool = False  # recompute the forward in the backward (see PlanOptions.remat)
+    remat: bool = False  # recompute the forward in the backward (see PlanOptions.recompute)
 
 
 @dataclass(frozen=True)

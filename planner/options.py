@@ -42,10 +42,19 @@ class Objective(StrEnum):
     LATENCY = "latency"  # the sum of the stages
 
 
+class Recompute(StrEnum):
+    """Activation recomputation in the backward (training), per stage."""
+
+    AUTO = "auto"  # searched: each stage with or without, whichever the makespan prefers
+    NONE = "none"  # keep every saved activation
+    FULL = "full"  # keep only each layer's inputs, rebuild its activations in the backward
+
+
 MODES = tuple(m.value for m in Mode)
 SCHEDULES = tuple(s.value for s in Schedule)
 SEARCHES = tuple(s.value for s in Search)
 OBJECTIVES = tuple(o.value for o in Objective)
+RECOMPUTES = tuple(r.value for r in Recompute)
 DTYPES = ("float16", "bfloat16", "float32")  # the training dtypes `cost_models.memory` sizes
 
 _ENUM_FIELDS: tuple[tuple[str, type[StrEnum]], ...] = (
@@ -53,6 +62,7 @@ _ENUM_FIELDS: tuple[tuple[str, type[StrEnum]], ...] = (
     ("schedule", Schedule),
     ("search", Search),
     ("objective", Objective),
+    ("recompute", Recompute),
 )
 _CHOICE_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dtype", DTYPES),
@@ -72,9 +82,10 @@ class PlanOptions:
     layers: int | None = None  # None: from the model's name scopes, or chosen by FLOPs
     submesh_space: str = "power-of-two"
     objective: Objective = Objective.THROUGHPUT
-    # Rematerialisation (activation checkpointing) per layer, as Alpa's benchmarks use: keep
-    # only each layer's inputs from the forward pass, recompute the rest in the backward.
-    remat: bool = False
+    # Recomputation (activation checkpointing, rematerialisation) per layer, as Alpa's and
+    # Megatron-LM's runs use: keep only each layer's inputs from the forward pass, rebuild the
+    # rest in the backward. AUTO searches it per stage (`planner/pipeshard.py`).
+    recompute: Recompute = Recompute.AUTO
     # Share of GPU memory the plan may fill; the rest is left to the framework, the CUDA
     # context and fragmentation (Alpa's default memory budget is likewise below 100 %).
     memory_fraction: float = 0.9
@@ -131,7 +142,7 @@ class PlanOptions:
             strategy_options=self.strategy,
             reshard_rules=self.reshard,
             compute=self.compute,
-            remat=self.remat,
+            remat=self.recompute is Recompute.FULL,
         )
 
     def record(self) -> dict[str, object]:
@@ -140,7 +151,7 @@ class PlanOptions:
             "search": str(self.search),
             "layers": self.layers,
             "submesh_space": self.submesh_space,
-            "remat": self.remat,
+            "recompute": str(self.recompute),
             "objective": str(self.objective) if not self.training else None,
             "memory_fraction": self.memory_fraction,
             "ilp_time_limit_s": self.ilp_time_limit_s,

@@ -27,7 +27,7 @@ from planner.memory_bound import memory_lower_bound_bytes
 from planner.mesh_shapes import submesh_shapes
 from planner.microbatches import search_counts
 from planner.ops import cast_floats, unknown_op_types
-from planner.options import Objective, PlanOptions, Schedule
+from planner.options import Objective, PlanOptions, Recompute, Schedule
 from planner.pipeline_search import PipelineObjective, search_pipeline
 from planner.placement import place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
@@ -59,6 +59,14 @@ class PipelineChoice:
     solves: StageSolves = field(default_factory=StageSolves)  # the stage ILPs solved so far
     warmup_extra: int = 0  # 1F1B's extra warm-up forwards (plans/schedules.py)
     virtual_stages: int = 1  # interleaved 1F1B: stages per device group
+    # The cost table of the recomputing stages, where the search priced them besides `table`.
+    recompute_table: StageCostTable | None = None
+
+    @property
+    def layer_ilps(self) -> tuple[int, int]:
+        """Single-layer ILPs solved, and of those stopped at the time limit."""
+        tables = [t for t in (self.table, self.recompute_table) if t is not None]
+        return sum(t.solves for t in tables), sum(t.timeouts for t in tables)
 
 
 def plan_pipeshard(
@@ -97,7 +105,7 @@ def plan_pipeshard(
         )  # fmt: skip
     stages = build_stages(
         typed, choice.stages, choice.microbatches, choice.table, devices, options.schedule,
-        cluster, exact, choice.warmup_extra, choice.virtual_stages,
+        cluster, exact, choice.warmup_extra, choice.virtual_stages, choice.recompute_table,
     )  # fmt: skip
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
@@ -106,8 +114,8 @@ def plan_pipeshard(
         layers=len(layers),
         submeshes=submesh_shapes(cluster, options.submesh_space),
         microbatches=tuple(tried),
-        layer_ilps=choice.table.solves,
-        layer_ilps_at_time_limit=choice.table.timeouts,
+        layer_ilps=choice.layer_ilps[0],
+        layer_ilps_at_time_limit=choice.layer_ilps[1],
         stages_solved_whole=tuple(sorted(exact)),
         replicated_fallback=unknown_op_types(typed),
     )
@@ -134,7 +142,9 @@ def search_pipelines(
         nonlocal best
         settings = options.intra_op_settings(cluster, microbatches)
         model = graph.subgraph(tensors=split_batch(graph.tensors, microbatches))
-        bound = memory_lower_bound_bytes(model, layers, settings)
+        # Recomputation, where the search may use it, keeps less: the bound must allow it.
+        may_recompute = options.training and options.recompute is not Recompute.NONE
+        bound = memory_lower_bound_bytes(model, layers, replace(settings, remat=may_recompute))
         if bound > cluster.num_devices * settings.memory_budget_bytes:
             records.append(CountRecord(microbatches, "infeasible", memory_lower_bound_bytes=bound))
             return math.inf
@@ -174,6 +184,19 @@ def _search_count(
 
     table.solve_layers(submeshes, jobs, report)
     candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
+    recompute_table = None
+    # Recomputation only adds time to a plan that holds what it must: it is priced on the
+    # submeshes where some plan without it cannot hold every microbatch.
+    limited = [s for s in submeshes if s in table.memory_limited]
+    if options.training and options.recompute is Recompute.AUTO and limited:
+        recompute_table = StageCostTable(model, layers, cluster, replace(settings, remat=True))
+        recompute_table.solve_layers(tuple(limited), jobs, report)
+        more, more_plans = recompute_table.candidates(limited, microbatches, options.schedule)
+        index = {shape: k for k, shape in enumerate(submeshes)}
+        candidates += [
+            replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]]) for c in more
+        ]
+        plans += more_plans
     objective = _objective(options, cluster, microbatches)
     solves = StageSolves()
     solutions = dp_pipelines(
@@ -194,7 +217,7 @@ def _search_count(
                 stages = tuple(plans[c.key] for c in result.stages)
                 found = PipelineChoice(
                     microbatches, stages, result.makespan_s, table, solves=solves,
-                    warmup_extra=warmup_extra,
+                    warmup_extra=warmup_extra, recompute_table=recompute_table,
                 )  # fmt: skip
                 incumbent_s = result.makespan_s
                 starting = [result.stages, *starting]
@@ -209,11 +232,14 @@ def _search_count(
         if interleaved is not None:
             found = PipelineChoice(
                 microbatches, interleaved.stages, interleaved.makespan_s, table, solves=solves,
-                virtual_stages=interleaved.virtual_stages,
+                virtual_stages=interleaved.virtual_stages, recompute_table=recompute_table,
             )  # fmt: skip
     elif solutions:
         stages = tuple(plans[c.key] for c in solutions[0].stages)
-        found = PipelineChoice(microbatches, stages, objective.of(stages), table, solves=solves)
+        found = PipelineChoice(
+            microbatches, stages, objective.of(stages), table, solves=solves,
+            recompute_table=recompute_table,
+        )  # fmt: skip
     limit_s = min(found.objective_s if found else math.inf, best.objective_s if best else math.inf)
     whole = exact_one_stage(table, cluster, settings, options.schedule, objective, limit_s, solves)
     if whole is not None:

@@ -24,6 +24,8 @@ from planner.placement import Devices, cut_link
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
 from plans.plan import (
+    RECOMPUTE_FULL,
+    RECOMPUTE_NONE,
     ClusterInfo,
     Estimate,
     GpuInfo,
@@ -60,13 +62,16 @@ def build_stages(
     exact: Mapping[int, StageSharding] | None = None,
     warmup_extra: int = 0,
     virtual_stages: int = 1,
+    recompute_table: StageCostTable | None = None,
 ) -> tuple[Stage, ...]:
-    """The plan's stages: composed from the layers' plans in the cost table, or from `exact`
-    (`planner/polish.py`) where given. With virtual stages, a stage's peak memory is that of
-    the devices it shares with the other stages of its group (`group_peak_bytes`)."""
+    """The plan's stages: composed from the layers' plans in the cost table (a recomputing
+    stage's from `recompute_table`, where given), or from `exact` (`planner/polish.py`) where
+    given. With virtual stages, a stage's peak memory is that of the devices it shares with the
+    other stages of its group (`group_peak_bytes`)."""
     layers = table.layers
     stages = []
     for index, plan in enumerate(pipeline):
+        source = recompute_table if plan.recompute and recompute_table is not None else table
         if exact and index in exact:
             stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
             stages.append(
@@ -84,7 +89,7 @@ def build_stages(
         shardings = []
         strategies: dict[str, Strategy] = {}
         for k in range(plan.first, plan.last + 1):
-            sharding, by_position = table.layer_sharding(
+            sharding, by_position = source.layer_sharding(
                 k, plan.submesh, plan.mesh.shape, plan.level
             )
             shardings.append(sharding)
@@ -106,6 +111,7 @@ def build_stages(
                 ops=tuple(op.name for op in stage_ops),
                 devices=devices[index],
                 logical_mesh=plan.mesh.shape,
+                recompute=RECOMPUTE_FULL if plan.recompute else RECOMPUTE_NONE,
                 strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
                 shardings=_recorded_specs(graph, stage_ops, strategies),
                 zero=_zero_modes(graph, stage_ops, strategies),

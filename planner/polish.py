@@ -14,7 +14,8 @@ lower bound (every layer at its own optimum): `composed_lower_bound_s`.
   the memory its in-flight microbatches leave, on each logical shape of its submesh (the chosen
   one first), kept where the pipeline gets faster.
 
-Neither runs with rematerialisation, whose memory the stage ILP does not model.
+Neither runs with rematerialisation (nor polishes a recomputing stage), whose memory the stage
+ILP does not model.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def polish_stages(
     polished: dict[int, StageSharding] = dict(exact)
     microbatches = settings.microbatches
     for index, plan in enumerate(stages):
-        if index in polished:
+        if index in polished or plan.recompute:
             continue
         layers = table.layers
         ops = table.model.slice(layers[plan.first].start, layers[plan.last].stop)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph
-from planner.options import PlanOptions, Search
+from planner.options import PlanOptions, Recompute, Search
 from planner.pipeshard import plan_pipeshard
 from planner.progress import Progress
 from planner.shard_parallel import plan_intra_only
@@ -50,9 +50,9 @@ def plan(
             )
         options = replace(options, microbatches=1)
     if options.search is Search.INTRA_ONLY:
-        if options.remat:
+        if options.recompute is Recompute.FULL:
             raise InputError(
-                "--remat", "", "the full search (rematerialisation works per layer)",
+                "--recompute", "", "the full search (recomputation works per layer)",
                 "--intra-only",
             )  # fmt: skip
         return plan_intra_only(

@@ -121,6 +121,7 @@ class RangePlan:
     # Parameter, gradient and optimizer bytes the layers' own plans count more than once (a
     # parameter shared by layers of the range), already left out of state_bytes.
     repeated_state: tuple[int, int, int] = (0, 0, 0)
+    recompute: bool = False  # its layers rebuild their activations in the backward
 
     @property
     def iteration_s(self) -> float:
@@ -187,6 +188,9 @@ class StageCostTable:
         self._crossing: dict[int, tuple[str, ...]] = {}
         self.solves = 0  # single-layer ILPs solved so far
         self.timeouts = 0  # of which stopped at the time limit (best incumbent kept)
+        # The submeshes on which some candidate plan could not hold every microbatch
+        # (`candidates`): memory binds a choice there, so recomputation may pay.
+        self.memory_limited: set[tuple[int, int]] = set()
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
 
     # --- single layers -------------------------------------------------------------------
@@ -421,6 +425,7 @@ class StageCostTable:
                         resharding_s=resharding,
                         transfer_s=transfer,
                         start=start,
+                        recompute=self.settings.training and self.settings.remat,
                     )
                 )
         return found
@@ -503,6 +508,8 @@ class StageCostTable:
         options = []
         for plan in self.range_plans(first, last, submesh, start):
             holds = plan.max_in_flight(budget)
+            if holds < microbatches:
+                self.memory_limited.add(submesh)
             if schedule == "gpipe":
                 following = UNLIMITED_IN_FLIGHT if holds >= microbatches else -1
             else:

@@ -36,13 +36,15 @@ class StageOutline:
     layers: tuple[str, ...]
     devices: tuple[tuple[int, int], ...]
     logical_mesh: tuple[int, int]
+    recompute: str = "none"
 
     @staticmethod
     def of(stage: Stage) -> StageOutline:
         first, last = (stage.ops[0], stage.ops[-1]) if stage.ops else ("", "")
         return StageOutline(
-            len(stage.ops), first, last, stage.layers, stage.devices, stage.logical_mesh
-        )
+            len(stage.ops), first, last, stage.layers, stage.devices, stage.logical_mesh,
+            stage.recompute,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

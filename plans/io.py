@@ -23,6 +23,7 @@ from typing import Any
 
 from plans.errors import InputError
 from plans.plan import (
+    RECOMPUTE_NONE,
     SCHEMA,
     ClusterInfo,
     CountRecord,
@@ -167,6 +168,7 @@ def _stage_to_dict(stage: Stage) -> dict[str, Any]:
         "strategies": stage.strategies,
         "shardings": stage.shardings,
         "zero": {name: str(mode) for name, mode in stage.zero.items()},
+        "recompute": stage.recompute,
         "time_s": {
             "forward": stage.time.forward_s,
             "backward": stage.time.backward_s,
@@ -322,6 +324,7 @@ def _stage(stage: dict[str, Any]) -> Stage:
         strategies=frozen_map(stage["strategies"]),  # type: ignore[arg-type]
         shardings=frozen_map(stage["shardings"]),  # type: ignore[arg-type]
         zero=frozen_map({name: ZeroStage(mode) for name, mode in stage["zero"].items()}),  # type: ignore[arg-type]
+        recompute=stage.get("recompute", RECOMPUTE_NONE),
         time=StageTime(
             forward_s=time["forward"],
             backward_s=time["backward"],

@@ -139,6 +139,13 @@ class Stage:
     memory: StageMemory
     # Parameter -> how its state is held on this stage (every parameter the stage reads).
     zero: Mapping[str, ZeroStage] = field(default_factory=frozen_map)  # type: ignore[arg-type]
+    # RECOMPUTE_FULL: each layer keeps only its inputs and rebuilds its activations in the
+    # backward (activation checkpointing per layer).
+    recompute: str = "none"
+
+
+RECOMPUTE_NONE, RECOMPUTE_FULL = "none", "full"
+RECOMPUTE_MODES = (RECOMPUTE_NONE, RECOMPUTE_FULL)
 
 
 @dataclass(frozen=True)

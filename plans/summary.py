@@ -113,6 +113,7 @@ def _stage_summary(stage: Stage) -> dict[str, Any]:
         "devices": len(stage.devices),
         "hosts": hosts_of(stage),
         "logical_mesh": stage.logical_mesh,
+        "recompute": stage.recompute,
         "forward_s": stage.time.forward_s,
         "backward_s": stage.time.backward_s,
         "communication_s": stage.time.communication_s,

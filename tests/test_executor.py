@@ -33,7 +33,7 @@ from planner.onnx_import import load_onnx  # noqa: E402
 from plans.check import check_plan  # noqa: E402
 from plans.errors import InputError  # noqa: E402
 from plans.io import read_plan  # noqa: E402
-from plans.plan import Plan, ZeroStage, frozen_map  # noqa: E402
+from plans.plan import Layer, Plan, ZeroStage, frozen_map  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "executor"
 BATCH = 16
@@ -383,6 +383,7 @@ def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
         "pipeline-of-replicas",
         "pipeline-deeper-warm-up",
         "pipeline-interleaved",
+        "pipeline-recomputing",
     ],
 )
 def test_one_sharded_training_step_updates_weights_as_one_device_does(
@@ -404,6 +405,10 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
             plan, settings=dataclasses.replace(plan.settings, warmup_extra=2)
         )
         assert plan.settings.schedule == "1f1b"
+    elif shape == "pipeline-recomputing":  # stage 1 rebuilds its layers in the backward
+        plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=2)
+        recomputing = dataclasses.replace(plan.stages[1], recompute="full")
+        plan = dataclasses.replace(plan, stages=(plan.stages[0], recomputing))
     elif shape == "pipeline-interleaved":  # 4 stages on 2 groups: each microbatch crosses twice
         plan = interleaved(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=4)
         assert check_plan(plan) == ()
@@ -425,6 +430,28 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
     assert _relative(sharded.parameters(), after) < TOLERANCE
     if shape in ("data-parallel", "pipeline-of-replicas"):
         assert all(sync.once_per_iteration for sync in sharded.gradient_sync())
+
+
+def test_a_recomputing_stage_checkpoints_each_of_its_layers(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = two_stages(read_plan(make_plan("gpt2", "--optimizer", "sgd")), (2, 2))
+    first, second = plan.stages
+    half = len(second.ops) // 2  # stage 1 as two layers, each checkpointed on its own
+    layers = (
+        Layer("a", first.ops, 1.0, 0),
+        Layer("b", second.ops[:half], 1.0, 0),
+        Layer("c", second.ops[half:], 1.0, 0),
+    )
+    plan = dataclasses.replace(
+        plan, layers=layers, stages=(first, dataclasses.replace(second, recompute="full"))
+    )
+    sharded = runtime(plan, "gpt2", "train")
+    for index, checkpoints in ((0, 0), (1, 2)):
+        params, inputs = sharded._abstract_inputs(index)
+        jaxpr = jax.make_jaxpr(sharded.forwards[index])(params, inputs).jaxpr
+        remats = [eqn for eqn in jaxpr.eqns if eqn.primitive.name.startswith("remat")]
+        assert len(remats) == checkpoints, index
 
 
 def test_adam_steps_under_a_sharded_plan_follow_the_single_device_loss(

@@ -272,7 +272,9 @@ def test_remat_keeps_layer_inputs_only_and_pays_a_forward(tmp_path: Path) -> Non
     tensors = split_batch(typed.tensors, 4)
     ranges = {}
     for remat in (False, True):
-        settings = PlanOptions(microbatches=4, remat=remat).intra_op_settings(small)
+        settings = PlanOptions(
+            microbatches=4, recompute="full" if remat else "none"
+        ).intra_op_settings(small)
         table = StageCostTable(typed.subgraph(tensors=tensors), layers, small, settings)
         ranges[remat] = table.range_plans(0, 3, (1, 4))[0]  # the whole model, unlimited memory
     plain, remat = ranges[False], ranges[True]
@@ -287,10 +289,44 @@ def test_remat_keeps_layer_inputs_only_and_pays_a_forward(tmp_path: Path) -> Non
     assert remat.time_s > plain.time_s  # the forward runs again in the backward
 
 
+def test_recomputation_is_chosen_per_stage_where_memory_needs_it(tmp_path: Path) -> None:
+    # 8 layers, a 16384 batch and 0.25 GiB GPUs: without recomputation the microbatches'
+    # activations force a slow pipeline, with it everywhere every stage pays a second forward.
+    # In 1F1B the first stage holds more microbatches than the last: the search recomputes
+    # there only, and beats both.
+    graph = load_onnx(stacked(tmp_path, layers=8, hidden=1024, batch=16384), batch_size=16384)
+    tiny = cluster(2, 4, 25e9, memory=GiB // 4)
+    found = {
+        mode: plan(graph, tiny, PlanOptions(microbatches=4, recompute=mode))
+        for mode in ("auto", "none", "full")
+    }
+    auto = found["auto"]
+    assert auto.estimate.iteration_time_s < found["none"].estimate.iteration_time_s
+    assert auto.estimate.iteration_time_s < found["full"].estimate.iteration_time_s
+    assert auto.stages[0].recompute == "full" and auto.stages[-1].recompute == "none"
+    assert {s.recompute for s in found["none"].stages} == {"none"}
+    assert {s.recompute for s in found["full"].stages} == {"full"}
+    assert all(s.memory.peak_bytes <= 0.9 * tiny.gpu.memory_bytes for s in auto.stages)
+    assert auto.estimate.iteration_time_s == pytest.approx(pipeline_timeline(auto).makespan_s)
+    assert check_plan(auto) == ()
+
+
+def test_where_memory_never_binds_the_search_recomputes_nothing(tmp_path: Path) -> None:
+    # Every stage candidate holds every microbatch: recomputation would only add a forward, so
+    # it is not even priced (the same layer ILPs as without it).
+    graph = load_onnx(stacked(tmp_path, layers=4, hidden=256, batch=64), batch_size=64)
+    auto = plan(graph, cluster(2, 4, 25e9), PlanOptions(microbatches=4))
+    none = plan(graph, cluster(2, 4, 25e9), PlanOptions(microbatches=4, recompute="none"))
+    assert {s.recompute for s in auto.stages} == {"none"}
+    assert auto.search.layer_ilps == none.search.layer_ilps
+    same = plan_to_json(auto).replace('"recompute": "auto"', '"recompute": "none"')
+    assert same == plan_to_json(none)
+
+
 def test_remat_needs_the_full_search() -> None:
     graph = load_onnx(MODELS / "mlp-tiny.onnx", batch_size=8)
-    with pytest.raises(InputError, match="--remat"):
-        plan(graph, cluster(1, 4, 100e9), PlanOptions(search="intra-only", remat=True))
+    with pytest.raises(InputError, match="--recompute"):
+        plan(graph, cluster(1, 4, 100e9), PlanOptions(search="intra-only", recompute="full"))
 
 
 def test_a_tied_embedding_is_held_once_per_stage() -> None:
@@ -387,7 +423,7 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
     layers = cluster_layers(typed)
     skipped, found = [], []
     for count in (1, 2, 4, 8, 16):
-        options = PlanOptions(microbatches=count)
+        options = PlanOptions(microbatches=count, recompute="none")
         settings = options.intra_op_settings(small)
         model = typed.subgraph(tensors=split_batch(typed.tensors, count))
         bound = memory_lower_bound_bytes(model, layers, settings)
@@ -404,7 +440,7 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
 
 def test_search_records_counts_skipped_by_the_memory_bound(tmp_path: Path) -> None:
     graph = load_onnx(stacked(tmp_path, layers=4, hidden=1024, batch=65536), batch_size=65536)
-    result = plan(graph, cluster(1, 2, 100e9, memory=GiB), PlanOptions())
+    result = plan(graph, cluster(1, 2, 100e9, memory=GiB), PlanOptions(recompute="none"))
     skipped = [r for r in result.search.microbatches if r.memory_lower_bound_bytes is not None]
     assert skipped and all(r.status == "infeasible" for r in skipped)
     assert result.estimate.peak_memory_bytes <= 0.9 * GiB

@@ -127,7 +127,7 @@ def run_command(
     bound = parse_dims(dims)
     the_plan = read_plan(plan)
     graph = load_onnx(model, batch_size=the_plan.settings.batch_size, dims=bound)
-    devices = sum(len(stage.devices) for stage in the_plan.stages)
+    devices = len({device for stage in the_plan.stages for device in stage.devices})
     try:
         from executor.environment import use_host_devices
 

@@ -154,7 +154,8 @@ def run(
 
 
 def _device_count(runtime: PlanRuntime) -> int:
-    return sum(len(program.devices) for program in runtime.programs)
+    # Distinct devices: interleaved stages share their group's.
+    return len({device for program in runtime.programs for device in program.devices})
 
 
 def _inputs(

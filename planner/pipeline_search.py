@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.inter_op import Candidate
-from planner.placement import Start, fits_at, offsets, placeable_mask, starts_as
+from planner.placement import START_CODES, Start, offsets, placeable, placeable_mask
 from planner.stage_costs import RangePlan
 from plans.timeline import CutModel, PipelineModel, StageModel, block_times, simulate
 
@@ -186,6 +186,7 @@ class _Search:
         self.block = {c.key: plans[c.key].block_s for c in candidates}
         self.receive = {c.key: plans[c.key].transfer_s for c in candidates}
         self.prefix, self.prefix_worst = _prefix_bounds(candidates, self.block, self.receive, shape)
+        self.columns = [self._columns(group) for group in self.by_last]
         self.best: tuple[Candidate, ...] | None = None
         self.best_s = math.inf
         self.simulated = 0
@@ -226,51 +227,66 @@ class _Search:
                 proven = False
                 break
             expansions += 1
-            for c in self.by_last[suffix.first - 1]:
-                extended = self._extend(suffix, c)
-                if extended is None:
+            group = self.by_last[suffix.first - 1]
+            for index, worst, new_bound in self._extensions(suffix):
+                # best_s may fall while the group is walked: every test is against its value now.
+                c = group[index]
+                if c.first == 0:
+                    if worst < self.best_s:
+                        self.offer((*suffix.stages, c)[::-1])
                     continue
-                if extended.first == 0:
-                    if extended.used == shape.num_devices and extended.worst_s < self.best_s:
-                        self.offer(extended.stages[::-1])
-                    continue
-                new_bound = self._bound(extended)
                 if new_bound < self.best_s:
                     order += 1
+                    tail = suffix.tail_s + self.block[c.key] + self.receive[c.key]
+                    extended = _Suffix((*suffix.stages, c), c.first, suffix.used + c.devices,
+                                       tail, worst)  # fmt: skip
                     heapq.heappush(frontier, (new_bound, order, extended))
         if self.best is None:
             return None
         return SearchResult(self.best, self.best_s, proven, self.simulated)
 
-    def _extend(self, suffix: _Suffix, c: Candidate) -> _Suffix | None:
-        """`c` as the stage before `suffix`, when it fits there; None when it cannot."""
-        shape = self.shape
-        used = suffix.used + c.devices
+    def _columns(self, group: Sequence[Candidate]) -> dict[str, np.ndarray]:
+        """The candidates ending at one layer as arrays, for `_extensions`."""
+        return {
+            "devices": np.array([c.devices for c in group], dtype=np.int64),
+            "first": np.array([c.first for c in group], dtype=np.int64),
+            "following": np.array([c.max_following for c in group], dtype=np.int64),
+            "whole_hosts": np.array([c.whole_hosts for c in group], dtype=bool),
+            "start": np.array([START_CODES[c.start] for c in group], dtype=np.int64),
+            "block": np.array([self.block[c.key] for c in group], dtype=float),
+            "receive": np.array([self.receive[c.key] for c in group], dtype=float),
+        }
+
+    def _extensions(self, suffix: _Suffix) -> list[tuple[int, float, float]]:
+        """`_extend` over every candidate ending before `suffix` at once: (index in its group,
+        its chain bound `worst_s`, its bound) for those that fit and may beat the best
+        makespan; a complete pipeline's bound is its `worst_s`."""
+        shape, arrays = self.shape, self.columns[suffix.first - 1]
+        if not len(arrays["devices"]):
+            return []
+        n, g, b = shape.num_devices, shape.gpus_per_host, shape.microbatches
         later = len(suffix.stages)
         extra = shape.warmup_extra if later else 0  # the last stage warms up with none
-        if used > shape.num_devices or c.max_following < later + extra:
-            return None
-        offset = shape.num_devices - used  # stages sit in order: the suffix ends the devices
-        g = shape.gpus_per_host
-        submesh = (c.devices // g, g) if c.whole_hosts else (1, c.devices)
-        if not fits_at(offset, submesh, g) or not starts_as(offset, c.start, g):
-            return None
-        block, receive = self.block[c.key], self.receive[c.key]
-        b = shape.microbatches
+        devices = arrays["devices"]
+        used = suffix.used + devices
+        offset = n - used  # stages sit in order: the suffix ends the devices
+        fits = placeable(offset, devices, arrays["whole_hosts"], arrays["start"], g)
+        ok = (used <= n) & (arrays["following"] >= later + extra) & fits
+        block, receive = arrays["block"], arrays["receive"]
         held = b if shape.schedule == "gpipe" else min(later + 1 + extra, b)
-        round_trip = block + suffix.tail_s
-        own = max(b * block, -(-b // held) * round_trip)
+        own = np.maximum(b * block, -(-b // held) * (block + suffix.tail_s))
         # Chains inside the suffix grow by this stage's c + r for every later stage; this
         # stage's own chain inside the suffix is its receive.
-        worst = max(receive + own, suffix.worst_s + block + receive)
-        return _Suffix((*suffix.stages, c), c.first, used, suffix.tail_s + block + receive, worst)
-
-    def _bound(self, suffix: _Suffix) -> float:
-        """The least makespan any completion of `suffix` can have: its stages' bounds, each
-        chain lengthened by the least prefix before it."""
-        left = self.shape.num_devices - suffix.used
-        prefix = float(self.prefix[suffix.first, left])
-        return max(float(self.prefix_worst[suffix.first, left]), prefix + suffix.worst_s)
+        worst = np.maximum(receive + own, suffix.worst_s + block + receive)
+        first = arrays["first"]
+        complete = first == 0
+        left = np.clip(n - used, 0, n)
+        prefix = self.prefix[first, left]
+        bound = np.where(
+            complete, worst, np.maximum(self.prefix_worst[first, left], prefix + worst)
+        )
+        ok &= np.where(complete, used == n, True) & (bound < self.best_s)
+        return [(int(i), float(worst[i]), float(bound[i])) for i in np.flatnonzero(ok)]
 
 
 def _prefix_bounds(

@@ -29,7 +29,7 @@ from planner.microbatches import search_counts
 from planner.ops import cast_floats, unknown_op_types
 from planner.options import Objective, PlanOptions, Recompute, Schedule
 from planner.pipeline_search import PipelineObjective, search_pipeline
-from planner.placement import place_stages
+from planner.placement import Start, place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
 from planner.polish import StageSolves, exact_one_stage, polish_stages
 from planner.progress import Progress
@@ -193,9 +193,16 @@ def _search_count(
         recompute_table.solve_layers(tuple(limited), jobs, report)
         more, more_plans = recompute_table.candidates(limited, microbatches, options.schedule)
         index = {shape: k for k, shape in enumerate(submeshes)}
-        candidates += [
-            replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]]) for c in more
-        ]
+        # A recomputing candidate is slower than one without on the same range, submesh and
+        # start: it is kept only where it holds more microbatches than every one without.
+        holds: dict[tuple[int, int, int, Start], int] = {}
+        for c in candidates:
+            key = (c.first, c.last, c.submesh, c.start)
+            holds[key] = max(holds.get(key, -1), c.max_following)
+        for c in more:
+            c = replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]])
+            if c.max_following > holds.get((c.first, c.last, c.submesh, c.start), -1):
+                candidates.append(c)
         plans += more_plans
     objective = _objective(options, cluster, microbatches)
     solves = StageSolves()

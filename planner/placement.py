@@ -57,6 +57,27 @@ def starts_as(offset: int, start: Start, gpus_per_host: int) -> bool:
     return at_host_start if start is Start.HOST_START else not at_host_start
 
 
+START_CODES = {Start.ANYWHERE: 0, Start.HOST_START: 1, Start.INSIDE_HOST: 2}
+
+
+def placeable(
+    offset: np.ndarray | int,
+    devices: np.ndarray | int,
+    whole_hosts: np.ndarray | bool,
+    start_code: np.ndarray | int,
+    gpus_per_host: int,
+) -> np.ndarray:
+    """`fits_at` and `starts_as` elementwise: whether stages of `devices` GPUs (whole hosts, or
+    inside one) starting at `offset` fit there and start as their `START_CODES` say."""
+    g = gpus_per_host
+    offset, devices = np.asarray(offset), np.asarray(devices)
+    at_host_start = offset % g == 0
+    fits = np.where(whole_hosts, at_host_start, offset // g == (offset + devices - 1) // g)
+    code = np.asarray(start_code)
+    starts = (code == 0) | ((code == 1) & at_host_start) | ((code == 2) & ~at_host_start)
+    return np.asarray(fits & starts, dtype=bool)
+
+
 def placeable_mask(
     devices: int, whole_hosts: bool, start: Start, total: int, gpus_per_host: int
 ) -> np.ndarray:
@@ -64,15 +85,7 @@ def placeable_mask(
     `total` - d): whether a stage of `devices` GPUs (whole hosts, or inside one) fits there and
     starts as `start` says."""
     left = np.arange(devices, total + 1)
-    offset = total - left
-    g = gpus_per_host
-    at_host_start = offset % g == 0
-    fits = at_host_start if whole_hosts else offset // g == (offset + devices - 1) // g
-    if start is Start.HOST_START:
-        fits &= at_host_start
-    elif start is Start.INSIDE_HOST:
-        fits &= ~at_host_start
-    return np.asarray(fits, dtype=bool)
+    return placeable(total - left, devices, whole_hosts, START_CODES[start], gpus_per_host)
 
 
 def cut_link(cluster: Cluster, offset: int) -> Link:

@@ -129,9 +129,8 @@ def exact_one_stage(
     solves: StageSolves,
 ) -> WholeStage | None:
     """The whole model as one stage on the whole cluster when its objective beats `limit_s`,
-    else None. In training the ILP's cutoff is `limit_s` itself: the ILP charges the gradient
-    sync in full, and the schedule can only hide part of it, so a stage within the cutoff has a
-    makespan below it (docs/DESIGN.md section 5.5)."""
+    else None. The ILP's cutoff (`_cutoff_s`) admits every stage whose objective could beat
+    `limit_s`; a shape is skipped when its lower bound already reaches the cutoff."""
     if settings.remat:
         return None
     whole = whole_cluster(cluster)
@@ -145,9 +144,9 @@ def exact_one_stage(
         if not plans:
             continue
         limit = min(limit_s, best.objective_s if best else math.inf)
-        if composed_lower_bound_s(plans, objective.weight) >= limit:
-            continue
         cutoff_s = _cutoff_s(limit, settings, objective)
+        if composed_lower_bound_s(plans, objective.weight) >= cutoff_s:
+            continue
         key = (0, last, whole, shape, stage_settings.in_flight)
         sharding = solves.solve(key, model, plans[0].mesh, cluster, stage_settings, cutoff_s)
         if sharding is None:
@@ -208,8 +207,11 @@ def polish_stages(
 
 def _cutoff_s(limit_s: float, settings: IntraOpSettings, objective: PipelineObjective) -> float:
     """The whole-stage ILP's cutoff (its objective is B t + u) for a one-stage pipeline whose
-    objective must beat `limit_s`: in inference the objective is weight x t (u = 0); in
-    training the makespan, at most the ILP's objective (`exact_one_stage`)."""
+    objective must beat `limit_s`: in inference the objective is weight x t (u = 0). In
+    training the objective is the makespan: one stage runs its B blocks back to back and its
+    sync hides behind the last backward b but for a last bucket, so the ILP's objective, which
+    charges the sync in full, exceeds the makespan by at most b, and b <= makespan / B: a stage
+    whose makespan beats `limit_s` has an ILP objective below limit_s (1 + 1 / B)."""
     if not settings.training:
         return settings.microbatches * limit_s / objective.weight
-    return limit_s
+    return limit_s * (1 + 1 / settings.microbatches)

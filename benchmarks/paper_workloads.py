@@ -141,10 +141,16 @@ def model_path(workload: Workload) -> Path:
 
 def _plan_shape(plan: Plan) -> str:
     meshes = [f"{len(s.devices)}:{s.logical_mesh[0]}x{s.logical_mesh[1]}" for s in plan.stages]
+    settings = plan.settings
+    schedule = (
+        f", interleaved x{settings.virtual_stages}" if settings.virtual_stages > 1 else ""
+    ) + (f", warm-up +{settings.warmup_extra}" if settings.warmup_extra else "")
+    recomputing = sum(s.recompute != "none" for s in plan.stages)
     return (
         f"{len(plan.stages)} stage{'s' if len(plan.stages) > 1 else ''} ["
         + ", ".join(meshes)
-        + f"], B={plan.settings.microbatches}"
+        + f"], B={settings.microbatches}{schedule}"
+        + (f", {recomputing} recomputing" if recomputing else "")
     )
 
 

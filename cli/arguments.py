@@ -16,6 +16,7 @@ from planner.onnx_import import load_onnx
 from planner.options import DTYPES, SCHEDULES, PlanOptions, Search
 from planner.reshard import ReshardRules
 from planner.strategies import StrategyOptions
+from plans import limits
 from plans.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -26,10 +27,38 @@ def parse_dims(values: Sequence[str]) -> dict[str, int]:
     dims: dict[str, int] = {}
     for value in values:
         name, sep, number = value.partition("=")
-        if not sep or not name or not number.strip().isdigit():
+        digits = number.strip()
+        if not sep or not name or not (digits.isascii() and digits.isdigit()):
             raise InputError("--dim", "", "NAME=VALUE with a positive integer VALUE", repr(value))
-        dims[name] = int(number)
+        if len(digits.lstrip("0")) > len(str(limits.MAX_DIMENSION)) or (
+            int(digits) > limits.MAX_DIMENSION
+        ):
+            raise InputError(f"--dim {name}", "", *limits.too_many(limits.MAX_DIMENSION, digits))
+        dims[name] = int(digits)
     return dims
+
+
+# The count flags of the planning commands and their bounds (`plans.limits`), checked before
+# anything is loaded or allocated.
+_COUNT_LIMITS = {
+    "batch_size": ("--batch-size", limits.MAX_BATCH_SIZE),
+    "hosts": ("--hosts", limits.MAX_HOSTS),
+    "microbatches": ("--microbatches", limits.MAX_MICROBATCHES),
+    "layers": ("--layers", limits.MAX_LAYERS),
+    "jobs": ("--jobs", limits.MAX_JOBS),
+}
+
+
+def check_counts(flags: Mapping[str, Any]) -> None:
+    """`InputError` for a count flag below 1 or past its bound in `plans.limits`."""
+    for key, (flag, limit) in _COUNT_LIMITS.items():
+        value = flags.get(key)
+        if value is None:
+            continue
+        if value < 1:
+            raise InputError(flag, "", "a positive integer", str(value))
+        if value > limit:
+            raise InputError(flag, "", *limits.too_many(limit, value))
 
 
 _INPUT_OPTIONS: tuple[Callable[[F], F], ...] = (

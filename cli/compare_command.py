@@ -19,11 +19,12 @@ import click
 from rich.table import Table
 
 from cli import exit_codes
-from cli.arguments import input_options, load_inputs, plan_options
+from cli.arguments import check_counts, input_options, load_inputs, plan_options
 from cli.render import error_console, output_console, progress_bar
 from cost_models.units import format_bytes, format_seconds
 from planner.baselines import BASELINES, Baseline, all_baselines
 from planner.search import plan as make_plan
+from plans.errors import InputError
 from plans.io import plan_to_json, write_text_atomically
 from plans.plan import JsonValue, Plan
 
@@ -122,9 +123,28 @@ def _render(auto: Plan, baselines: Sequence[Baseline], no_color: bool, seconds: 
     console.print(f"(compared in {seconds:.1f} s; one cost model for every row)")
 
 
+def _check_plans_folder(directory: str) -> None:
+    """`InputError` unless `directory` is a writable folder or can be made in one."""
+    folder = Path(directory)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(directory, "", "a folder for the plans", f"{str(existing)!r}, a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            directory, "", "a writable folder for the plans", f"{str(existing)!r}, not writable"
+        )
+
+
 def _write_plans(directory: str, auto: Plan, baselines: Sequence[Baseline]) -> list[str]:
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            directory, "", "a folder for the plans", error.strerror or type(error).__name__
+        ) from None
     written = []
     for name, plan in (("auto", auto), *((b.name, b.plan) for b in baselines if b.fits)):
         assert plan is not None
@@ -182,10 +202,14 @@ def compare_command(
     Megatron-LM 3D, DeepSpeed, intra-op only, inter-op only), all priced by the same cost
     model. Training only."""
     started = time.perf_counter()
+    flags = click.get_current_context().params
+    check_counts(flags)
+    if write_plans:
+        _check_plans_folder(write_plans)  # before planning, which may take minutes
     graph, cluster_spec, measured = load_inputs(
         model, cluster, batch_size, dims, hosts, dtype, calibration
     )
-    options = plan_options(click.get_current_context().params, measured)
+    options = plan_options(flags, measured)
     workers = jobs or os.cpu_count() or 1
     with progress_bar() as progress:
         auto = make_plan(graph, cluster_spec, options, progress, workers)

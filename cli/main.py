@@ -22,14 +22,14 @@ from cli import (
     profile_command,
     run_command,
 )
-from cli.arguments import input_options, load_inputs, plan_options
+from cli.arguments import check_counts, input_options, load_inputs, plan_options
 from cli.render import error_console, print_plan_summary, progress_bar
 from planner import __version__
 from planner.mesh_shapes import SUBMESH_SPACES
 from planner.options import MODES, OBJECTIVES, RECOMPUTES
 from planner.search import plan as make_plan
 from plans.errors import InfeasibleError, InputError
-from plans.io import plan_to_json, write_text_atomically
+from plans.io import check_output_path, plan_to_json, write_text_atomically
 
 _DEFAULT_COMMAND = "plan"
 
@@ -147,14 +147,18 @@ def plan_command(
 ) -> int:
     """Plan MODEL (ONNX) on CLUSTER (YAML) and write the plan as JSON."""
     started = time.perf_counter()
+    flags = click.get_current_context().params
+    check_counts(flags)
+    target = output or f"{os.path.splitext(os.path.basename(model))[0]}.plan.json"
+    if target != "-":
+        check_output_path(target)  # before the search, which may take minutes
     graph, cluster_spec, measured = load_inputs(
         model, cluster, batch_size, dims, hosts, dtype, calibration
     )
-    options = plan_options(click.get_current_context().params, measured)
+    options = plan_options(flags, measured)
     with progress_bar() as progress:
         result = make_plan(graph, cluster_spec, options, progress, jobs or os.cpu_count() or 1)
     text = plan_to_json(result)
-    target = output or f"{os.path.splitext(os.path.basename(model))[0]}.plan.json"
     if target == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -23,7 +23,7 @@ from cost_models.cluster_yaml import calibration_to_yaml
 from cost_models.units import format_bandwidth, format_flops_rate, format_seconds
 from planner import __version__
 from plans.errors import InputError
-from plans.io import write_text_atomically
+from plans.io import check_output_path, write_text_atomically
 
 if TYPE_CHECKING:
     from executor.profile import Profile
@@ -80,6 +80,8 @@ def profile_command(out: str, dtypes: str, quick: bool, note: str | None) -> int
     """Measure matmul, memory and collective costs on this machine's devices and write a
     calibration file for `alpa-plan MODEL CLUSTER --calibration FILE`."""
     wanted = _parse_dtypes(dtypes)
+    if out != "-":
+        check_output_path(out)  # before measuring, which takes minutes
     try:
         from executor import profile as profiler
     except ModuleNotFoundError as error:

@@ -18,7 +18,10 @@ Format (every quantity takes units, see `cost_models.units`)::
 
 Link bandwidth is what one GPU can send on that link kind (see `cost_models.cluster`). Every
 problem is one `InputError` naming the file and the dotted field; unknown and duplicate keys are
-errors, so a typo never passes silently.
+errors, so a typo never passes silently. Hostile files are refused before they are expanded: a
+file over `limits.MAX_YAML_BYTES`, nesting deeper than `limits.MAX_YAML_DEPTH`, and any anchor or
+alias (`&a`, `*a`: a 1 KB "billion laughs" file expands to gigabytes) are errors naming the
+line; counts past their bound in `plans.limits` are errors before anything is allocated.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from cost_models.units import (
     parse_flops_rate,
     parse_seconds,
 )
+from plans import limits
 from plans.errors import InputError
 
 __all__ = [
@@ -80,16 +84,44 @@ def load_cluster(path: str | Path, hosts: int | None = None) -> Cluster:
     Raises `InputError` for a bad override, an unreadable file or any invalid field.
     """
     source = str(path)
-    if hosts is not None and not _is_positive_int(hosts):
-        raise InputError("--hosts", "", "a positive integer", describe_value(hosts))
+    if hosts is not None:
+        if not _is_positive_int(hosts):
+            raise InputError("--hosts", "", "a positive integer", describe_value(hosts))
+        if hosts > limits.MAX_HOSTS:
+            raise InputError("--hosts", "", *limits.too_many(limits.MAX_HOSTS, hosts))
     cluster = parse_cluster(_read_text(path), source)
-    return cluster if hosts is None else cluster.with_hosts(hosts)
+    if hosts is None:
+        return cluster
+    _check_total_gpus("--hosts", "", hosts, cluster.gpus_per_host)
+    return cluster.with_hosts(hosts)
+
+
+def _check_total_gpus(file: str, field: str, hosts: int, gpus_per_host: int) -> None:
+    """`limits.MAX_GPUS` in all: hosts x GPUs per host."""
+    if hosts * gpus_per_host > limits.MAX_GPUS:
+        raise InputError(
+            file,
+            field,
+            f"at most {limits.MAX_GPUS // gpus_per_host} hosts of {gpus_per_host} GPUs "
+            f"(at most {limits.MAX_GPUS} GPUs in all)",
+            str(hosts),
+        )
 
 
 def _read_text(path: str | Path) -> str:
+    """The file's UTF-8 text, refused past `limits.MAX_YAML_BYTES` without reading the rest."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as stream:
+            data = stream.read(limits.MAX_YAML_BYTES + 1)
+        if len(data) > limits.MAX_YAML_BYTES:
+            raise InputError(
+                source,
+                "",
+                f"a YAML file of at most {limits.MAX_YAML_BYTES} bytes",
+                "a larger file",
+            )
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise InputError(source, "", "a readable file", "no such file") from None
     except IsADirectoryError:
@@ -116,8 +148,9 @@ def parse_cluster(text: str, source: str, *, base_dir: str | Path | None = None)
     fields.check_keys(document, "", _TOP_KEYS, required=_exclude(_TOP_KEYS, _TOP_OPTIONAL))
 
     name = fields.string(document, "name")
-    num_hosts = fields.positive_int(document, "hosts")
-    gpus_per_host = fields.positive_int(document, "gpus_per_host")
+    num_hosts = fields.positive_int(document, "hosts", maximum=limits.MAX_HOSTS)
+    gpus_per_host = fields.positive_int(document, "gpus_per_host", maximum=limits.MAX_GPUS_PER_HOST)
+    _check_total_gpus(source, "hosts", num_hosts, gpus_per_host)
 
     gpu_fields = fields.mapping(document, "gpu", _GPU_KEYS)
     gpu = Gpu(
@@ -238,11 +271,15 @@ class _Fields:
             raise self.error(field, expected, _show(value))
         return value
 
-    def positive_int(self, values: Mapping[object, object], field: str) -> int:
+    def positive_int(
+        self, values: Mapping[object, object], field: str, *, maximum: int | None = None
+    ) -> int:
         value = values[_last(field)]
         if not _is_positive_int(value):
             raise self.error(field, "a positive integer", _show(value))
         assert isinstance(value, int)
+        if maximum is not None and value > maximum:
+            raise self.error(field, *limits.too_many(maximum, value))
         return value
 
     def quantity(
@@ -260,8 +297,14 @@ class _Fields:
 
 
 def _load_yaml(text: str, source: str) -> object:
-    """``yaml.safe_load`` that also rejects duplicate keys (PyYAML keeps the last silently)."""
+    """``yaml.safe_load`` that first refuses what could expand or nest without bound (the
+    module docstring) and rejects duplicate keys (PyYAML keeps the last silently)."""
+    if len(text.encode("utf-8", "surrogatepass")) > limits.MAX_YAML_BYTES:
+        raise InputError(
+            source, "", f"a YAML file of at most {limits.MAX_YAML_BYTES} bytes", "a larger file"
+        )
     try:
+        _check_events(text, source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         if root is not None:
             _check_duplicate_keys(root, source, "")
@@ -270,9 +313,50 @@ def _load_yaml(text: str, source: str) -> object:
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "a YAML error"
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InputError(source, "", "valid YAML", f"{problem}{where}") from None
+        raise InputError(source, "", "valid YAML", _one_line(f"{problem}{where}")) from None
     except yaml.YAMLError as error:
-        raise InputError(source, "", "valid YAML", str(error).replace("\n", " ")) from None
+        raise InputError(source, "", "valid YAML", _one_line(str(error))) from None
+    except (ValueError, OverflowError) as error:  # a scalar's constructor: 2025-13-01, 10^5000
+        if isinstance(error, InputError):
+            raise
+        raise InputError(source, "", "valid YAML values", _one_line(str(error))) from None
+
+
+def _check_events(text: str, source: str) -> None:
+    """Refuse anchors, aliases and nesting past `limits.MAX_YAML_DEPTH`, from the parser's
+    event stream (which expands nothing), naming the line."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent):
+            raise InputError(
+                source,
+                "",
+                "no YAML aliases or anchors (they are not expanded here)",
+                f"the alias *{event.anchor} on line {line}",
+            )
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise InputError(
+                source,
+                "",
+                "no YAML aliases or anchors (they are not expanded here)",
+                f"the anchor &{event.anchor} on line {line}",
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > limits.MAX_YAML_DEPTH:
+                raise InputError(
+                    source,
+                    "",
+                    f"mappings and lists nested at most {limits.MAX_YAML_DEPTH} deep",
+                    f"deeper nesting on line {line}",
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _check_duplicate_keys(node: yaml.Node, source: str, field: str) -> None:

@@ -35,6 +35,7 @@ from planner.shape_resolution import (
     check_supported,
     resolve_shapes,
 )
+from plans import limits
 from plans.errors import InputError
 from plans.naming import unique_op_name
 
@@ -155,8 +156,14 @@ def _bind_batch(
     for name, value in bindings.items():
         if value < 1:
             raise InputError(source, f"--dim {name}", "a positive integer", str(value))
+        if value > limits.MAX_DIMENSION:
+            raise InputError(source, f"--dim {name}", *limits.too_many(limits.MAX_DIMENSION, value))
     if batch_size is not None and batch_size < 1:
         raise InputError(source, "--batch-size", "a positive integer", str(batch_size))
+    if batch_size is not None and batch_size > limits.MAX_BATCH_SIZE:
+        raise InputError(
+            source, "--batch-size", *limits.too_many(limits.MAX_BATCH_SIZE, batch_size)
+        )
     leading: list[tuple[str, onnx.TensorShapeProto.Dimension]] = []
     for value in _data_inputs(model):
         shape = value.type.tensor_type.shape
@@ -170,6 +177,10 @@ def _bind_batch(
     field = f"graph.input[{name}].shape[0]"
     if first.HasField("dim_value"):
         fixed = first.dim_value
+        if not 1 <= fixed <= limits.MAX_BATCH_SIZE:
+            raise InputError(
+                source, field, f"a batch of 1 to {limits.MAX_BATCH_SIZE} samples", str(fixed)
+            )
         if batch_size is not None and batch_size != fixed:
             raise InputError(
                 source,

@@ -19,7 +19,7 @@ from planner.options import PlanOptions, Recompute, Search
 from planner.pipeshard import plan_pipeshard
 from planner.progress import Progress
 from planner.shard_parallel import plan_intra_only
-from plans.errors import InfeasibleError, InputError
+from plans.errors import InputError
 from plans.plan import Plan
 
 
@@ -34,20 +34,24 @@ def plan(
 
     `progress(what, done, total)` hears of the work as it goes; `jobs` processes solve layer
     ILPs at once (the plan does not depend on it; `planner/workers.py`)."""
+    # A count that cannot split the batch is a flag that cannot mean anything (bad input, exit
+    # 2), not a model that does not fit (exit 3).
     if options.microbatches is not None and graph.batch_size % options.microbatches:
-        raise InfeasibleError(
-            f"the batch of {graph.batch_size} does not split into {options.microbatches} "
-            "equal microbatches"
-        )
+        raise InputError(
+            "--microbatches", "",
+            f"a divisor of the batch size {graph.batch_size} (equal microbatches)",
+            str(options.microbatches),
+        )  # fmt: skip
     if not _batch_splits(graph):
         # Nothing follows the batch (the graph fixes it, e.g. in a constant of that size):
         # microbatches would each recompute the whole batch.
         if (options.microbatches or 1) > 1:
-            raise InfeasibleError(
-                f"the batch of {graph.batch_size} does not split into {options.microbatches} "
-                "microbatches: no input of the model follows the batch (the graph fixes its "
-                "size, e.g. in a constant)"
-            )
+            raise InputError(
+                "--microbatches", "",
+                "1: no input of the model follows the batch (the graph fixes its size, e.g. "
+                "in a constant)",
+                str(options.microbatches),
+            )  # fmt: skip
         options = replace(options, microbatches=1)
     if options.search is Search.INTRA_ONLY:
         if options.recompute is Recompute.FULL:

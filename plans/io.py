@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from plans import limits
 from plans.errors import InputError
 from plans.plan import (
     RECOMPUTE_NONE,
@@ -219,11 +222,17 @@ def _is_flat(value: Any) -> bool:
 
 def write_text_atomically(text: str, path: str | Path) -> None:
     """Write `text` to a temporary file beside `path`, then rename it into place: readers see
-    the old file or the new one, never half of one."""
+    the old file or the new one, never half of one. Any failure (a missing or read-only folder,
+    a full disk, a directory at `path`) is an `InputError` naming `path`, and leaves no
+    temporary file behind."""
     target = Path(path)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path(".")
-    )
+    check_output_path(target)
+    try:
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+        )
+    except OSError as error:
+        raise _write_error(target, error) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -231,9 +240,34 @@ def write_text_atomically(text: str, path: str | Path) -> None:
             os.fsync(stream.fileno())
         os.chmod(temporary, _new_file_mode())  # mkstemp makes it 0600; give it the usual mode
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _write_error(target, error) from None
         raise
+
+
+def check_output_path(path: str | Path) -> None:
+    """`InputError` naming `path` unless a file can be written there: its folder exists and is
+    writable, and `path` is not a directory. Commands call it before long work, so a typo in
+    `-o` is reported at once; `write_text_atomically` checks again."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise InputError(str(path), "", "a file path to write", "a directory")
+    if not folder.is_dir():
+        found = f"no folder {str(folder)!r}" if not folder.exists() else f"{str(folder)!r}, a file"
+        raise InputError(str(path), "", "a path in an existing folder", found)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            str(path), "", "a path in a writable folder", f"{str(folder)!r}, not writable"
+        )
+
+
+def _write_error(target: Path, error: OSError) -> InputError:
+    return InputError(
+        str(target), "", "a file that can be written", error.strerror or type(error).__name__
+    )
 
 
 def _new_file_mode() -> int:
@@ -260,10 +294,70 @@ def plan_from_json(
 
 
 def parse_json(text: str, source: str) -> Any:
+    """The JSON document in `text`, refused before parsing when it is larger than
+    `limits.MAX_PLAN_BYTES` or nests deeper than `limits.MAX_JSON_DEPTH`; NaN, Infinity and
+    integers outside 64 bits are refused too (no plan holds them, and they break arithmetic)."""
+    if len(text) > limits.MAX_PLAN_BYTES:  # characters: at most the bytes of UTF-8
+        raise InputError(
+            source, "", f"a plan file of at most {limits.MAX_PLAN_BYTES} bytes", "a larger file"
+        )
+    depth = json_depth(text)
+    if depth > limits.MAX_JSON_DEPTH:
+        raise InputError(
+            source,
+            "",
+            f"JSON nested at most {limits.MAX_JSON_DEPTH} deep",
+            f"{depth} levels" if depth < 10 * limits.MAX_JSON_DEPTH else "deeper nesting",
+        )
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
+        return json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_int64
+        )
+    except InputError as error:
+        raise InputError(source, "", error.expected, error.found) from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise InputError(source, "", "a JSON plan file", f"invalid JSON ({error})") from None
+
+
+# A JSON string, or an unterminated one running to the end: always matches from an opening
+# quote, so stripping strings is one linear pass whatever the text.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_TOO_DEEP_RUN = re.compile("[\\[{]{" + str(limits.MAX_JSON_DEPTH + 1) + ",}")
+
+
+def json_depth(text: str) -> int:
+    """How deep the objects and lists of JSON `text` nest, counted without parsing (and
+    without recursion): brackets outside strings. Linear in the text."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if not brackets:
+        return 0
+    run = _TOO_DEEP_RUN.search(brackets)
+    if run is not None:  # the usual hostile shape, found without counting
+        return len(run.group())
+    return max(0, max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InputError("", "", "finite numbers", name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError("", "", "finite numbers", text if len(text) <= 40 else text[:37] + "...")
+    return value
+
+
+def _int64(text: str) -> int:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if len(text) > 20:
+        raise InputError("", "", "integers of at most 64 bits", shown)
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise InputError("", "", "integers of at most 64 bits", shown)
+    return value
 
 
 def plan_from_document(
@@ -275,6 +369,7 @@ def plan_from_document(
     validate(document, source, version)
     planner, model, cluster = document["planner"], document["model"], document["cluster"]
     settings, estimate = document["settings"], document["estimate"]
+    _check_counts(document, source)
     if version == _V1:
         stages, dropped = _stages_of_v1(document["stages"], op_parameters)
         search = _search_of_v1(document.get("search", {}), dropped)
@@ -307,6 +402,31 @@ def plan_from_document(
         estimate=Estimate(**estimate),
         search=search,
     )
+
+
+def _check_counts(document: dict[str, Any], source: str) -> None:
+    """The counts of a schema-valid plan within `plans.limits`, before anything (the
+    timeline of `show`, the executor's schedule) is built from them."""
+    settings, cluster = document["settings"], document["cluster"]
+    bounds = (
+        ("settings.batch_size", settings["batch_size"], limits.MAX_BATCH_SIZE),
+        ("settings.microbatches", settings["microbatches"], limits.MAX_MICROBATCHES),
+        ("settings.warmup_extra", settings.get("warmup_extra", 0), limits.MAX_MICROBATCHES),
+        ("cluster.hosts", cluster["hosts"], limits.MAX_HOSTS),
+        ("cluster.gpus_per_host", cluster["gpus_per_host"], limits.MAX_GPUS_PER_HOST),
+    )
+    for field, value, limit in bounds:
+        if value > limit:
+            raise InputError(source, field, *limits.too_many(limit, value))
+    blocks = len(document["stages"]) * settings["microbatches"]
+    if blocks > limits.MAX_SCHEDULE_BLOCKS:
+        raise InputError(
+            source,
+            "settings.microbatches",
+            f"at most {limits.MAX_SCHEDULE_BLOCKS} stage-microbatch blocks "
+            f"({len(document['stages'])} stages)",
+            str(settings["microbatches"]),
+        )
 
 
 def _layer(layer: dict[str, Any]) -> Layer:
@@ -451,14 +571,29 @@ def _search_of_v1(search: dict[str, Any], dropped_zero_ops: int) -> SearchReport
 
 
 def read_text(path: str | Path, what: str = "plan file") -> str:
-    """The UTF-8 text of a file the user named; `InputError` when it cannot be read."""
+    """The UTF-8 text of a file the user named; `InputError` when it cannot be read or is
+    larger than `limits.MAX_PLAN_BYTES` (refused without reading the rest)."""
     source = str(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as stream:
+            data = stream.read(limits.MAX_PLAN_BYTES + 1)
+        if len(data) > limits.MAX_PLAN_BYTES:
+            raise InputError(
+                source, "", f"a {what} of at most {limits.MAX_PLAN_BYTES} bytes", "a larger file"
+            )
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise InputError(source, "", f"a {what}", "no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(source, "", f"a readable UTF-8 {what}", str(error)) from None
+    except IsADirectoryError:
+        raise InputError(source, "", f"a {what}", "a directory") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            source, "", f"a UTF-8 {what}", f"a non-UTF-8 byte at offset {error.start}"
+        ) from None
+    except OSError as error:
+        raise InputError(
+            source, "", f"a readable {what}", error.strerror or type(error).__name__
+        ) from None
 
 
 def read_plan(path: str | Path, op_parameters: Mapping[str, tuple[str, ...]] | None = None) -> Plan:

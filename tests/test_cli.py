@@ -175,7 +175,7 @@ def test_a_model_whose_graph_fixes_the_batch_plans_in_one_microbatch(
     assert main(args) == exit_codes.OK
     assert json.loads(out.read_text())["settings"]["microbatches"] == 1
     out.unlink()
-    assert main([*args, "--microbatches", "2"]) == exit_codes.INFEASIBLE
+    assert main([*args, "--microbatches", "2"]) == exit_codes.BAD_INPUT  # cannot mean anything
     assert "no input of the model follows the batch" in capsys.readouterr().err
     assert not out.exists()
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
+from plans import limits
 from plans.errors import InputError
 from plans.naming import unique_op_name
 
@@ -104,7 +105,7 @@ def load_model(path: str | Path) -> OnnxModel:
     weights: dict[str, np.ndarray] = {}
     missing: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
     for init in graph.initializer:
-        value = _initializer_value(init, target.parent)
+        value = _initializer_value(init, target.parent, source)
         if value is None:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
             missing[init.name] = (tuple(int(d) for d in init.dims), dtype)
@@ -176,9 +177,16 @@ def with_weights(path: str | Path, weights: Mapping[str, np.ndarray], target: st
     onnx.save(proto, str(target))
 
 
-def _initializer_value(init: onnx.TensorProto, base: Path) -> np.ndarray | None:
+def _initializer_value(init: onnx.TensorProto, base: Path, source: str) -> np.ndarray | None:
     if init.data_location == onnx.TensorProto.EXTERNAL:
         info = external_data_helper.ExternalDataInfo(init)
+        if limits.outside_folder(info.location, base):  # never opened
+            raise InputError(
+                source,
+                f"graph.initializer[{init.name}].external_data.location",
+                "a file inside the model's folder",
+                repr(info.location),
+            )
         if not (base / info.location).is_file():
             return None
         loaded = onnx.TensorProto()

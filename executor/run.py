@@ -17,6 +17,7 @@ shapes and dtypes (token ids below the embedding's size), and labels random clas
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -165,24 +166,83 @@ def _inputs(
         inputs = runtime.random_inputs(request.seed)
         labels = None
     else:
-        path = Path(request.inputs_path)
-        if not path.is_file():
-            raise InputError(request.inputs_path, "", "an .npz file of inputs", "no such file")
-        try:
-            with np.load(path) as stored:
-                loaded = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError) as error:
-            raise InputError(
-                request.inputs_path, "", "an .npz file of inputs", str(error)
-            ) from None
+        loaded = _load_npz(runtime, request.inputs_path)
         labels = loaded.pop("labels", None)
         inputs = loaded
+    shape = runtime.loss_output_shape() if request.loss == "cross-entropy" else ()
+    batch_shape = (runtime.plan.settings.batch_size, *shape[1:-1])
     if request.loss == "cross-entropy" and labels is None:
-        shape = runtime.loss_output_shape()
-        batch_shape = (runtime.plan.settings.batch_size, *shape[1:-1])
         rng = np.random.default_rng(request.seed + 1)
         labels = rng.integers(0, shape[-1], batch_shape).astype(np.int32)
+    elif request.loss == "cross-entropy" and labels is not None:
+        labels = _checked_labels(labels, batch_shape, shape[-1])
     return inputs, labels
+
+
+# An array's .npy header and padding, beyond its data; the widest element (complex128).
+_NPY_HEADER_BYTES = 4096
+_MAX_ITEM_BYTES = 16
+
+
+def _load_npz(runtime: PlanRuntime, path_text: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz of inputs, each refused unread when it holds more bytes than the
+    input it stands for (a zip bomb or a wrong batch); never a pickle."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise InputError(path_text, "", "an .npz file of inputs", "no such file")
+    wanted = {value.name: value for value in runtime.model.inputs}
+    try:
+        stored = np.load(path, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            raise InputError(path_text, "", "an .npz file of inputs", "a single array (.npy)")
+        with stored:
+            members = stored.zip.infolist() if stored.zip is not None else []
+            sizes = {info.filename.removesuffix(".npy"): info.file_size for info in members}
+            loaded = {}
+            for name in stored.files:
+                if name == "labels":
+                    shape = (runtime.plan.settings.batch_size, *runtime.loss_output_shape()[1:-1])
+                elif name in wanted:
+                    shape = runtime.global_shape(name)
+                else:
+                    raise InputError(
+                        path_text,
+                        name,
+                        f"only arrays named after graph inputs ({', '.join(sorted(wanted))}) "
+                        "and labels",
+                        "an extra array",
+                    )
+                if sizes.get(name, 0) > _MAX_ITEM_BYTES * math.prod(shape) + _NPY_HEADER_BYTES:
+                    raise InputError(
+                        path_text,
+                        name,
+                        f"an array of shape {list(shape)}",
+                        f"{sizes[name]} bytes of data",
+                    )
+                loaded[name] = stored[name]
+    except (OSError, ValueError, EOFError, KeyError) as error:  # a pickle, a broken zip
+        if isinstance(error, InputError):
+            raise
+        raise InputError(path_text, "", "an .npz file of inputs", str(error)) from None
+    except Exception as error:  # zipfile.BadZipFile and friends
+        raise InputError(
+            path_text, "", "an .npz file of inputs", f"{type(error).__name__}: {error}"
+        ) from None
+    return loaded
+
+
+def _checked_labels(labels: np.ndarray, shape: tuple[int, ...], classes: int) -> np.ndarray:
+    if labels.dtype.kind not in "iu":
+        raise InputError("--inputs", "labels", "integer class ids", f"dtype {labels.dtype}")
+    if labels.shape != shape:
+        raise InputError(
+            "--inputs", "labels", f"an array of shape {list(shape)}", str(list(labels.shape))
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise InputError(
+            "--inputs", "labels", f"class ids from 0 to {classes - 1}", "ids outside that range"
+        )
+    return labels.astype(np.int32)
 
 
 def _peak_memory(runtime: PlanRuntime) -> int | None:

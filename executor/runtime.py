@@ -394,7 +394,16 @@ class PlanRuntime:
         return min(limits) if limits else 2
 
     def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs, each named after a graph input, of its shape and dtype kind (cast to
+        its dtype), finite; `InputError` naming the first array that is not."""
         checked = {}
+        expected = {value.name for value in self.model.inputs}
+        for name in inputs:
+            if name not in expected:
+                raise InputError(
+                    "--inputs", name, f"only the graph inputs {', '.join(sorted(expected))}",
+                    "an extra array",
+                )  # fmt: skip
         for value in self.model.inputs:
             if value.name not in inputs:
                 raise InputError("--inputs", value.name, "an array for every graph input", "none")
@@ -407,8 +416,18 @@ class PlanRuntime:
                     f"an array of shape {list(wanted)}",
                     str(list(array.shape)),
                 )
-            checked[value.name] = array
+            if _dtype_family(array.dtype) != _dtype_family(value.dtype):
+                raise InputError(
+                    "--inputs", value.name, f"an array of {value.dtype}", f"dtype {array.dtype}"
+                )
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                raise InputError("--inputs", value.name, "finite values", "NaN or infinity")
+            checked[value.name] = array.astype(value.dtype, copy=False)
         return checked
+
+    def global_shape(self, name: str) -> tuple[int, ...]:
+        """Input `name`'s shape for the whole batch."""
+        return self._global_shape(name)
 
     def _global_shape(self, name: str) -> tuple[int, ...]:
         """Input `name`'s shape for the whole batch."""
@@ -809,3 +828,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     result = fn()
     jax.block_until_ready(result)
     return result, time.perf_counter() - started
+
+
+def _dtype_family(dtype: np.dtype[Any]) -> str:
+    """Integers (signed or not), booleans, floating point (real or complex), or other."""
+    return {"i": "integer", "u": "integer", "b": "bool", "f": "float", "c": "float"}.get(
+        dtype.kind, dtype.kind
+    )

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.inliner
+from google.protobuf.message import Message
 from onnx import numpy_helper
 
 from planner.graph import AttrValue, Graph, Op, Tensor, TensorKind
@@ -98,6 +99,8 @@ def _read_model(path: Path) -> onnx.ModelProto:
         raise InputError(
             source, "", "an ONNX model (protobuf ModelProto)", _first_line(error)
         ) from None
+    _check_text(model, source, "")
+    _check_external_locations(model, source, path.parent)
     if not model.graph.node:
         raise InputError(
             source, "graph.node", "an ONNX model with at least one node", "an empty graph"
@@ -111,6 +114,35 @@ def _read_model(path: Path) -> onnx.ModelProto:
     except Exception as error:  # ValidationError: structurally broken (e.g. truncated) model
         raise InputError(source, "", "a valid ONNX model", _first_line(error)) from None
     return model
+
+
+def _check_text(message: Message, source: str, path: str) -> None:
+    """Every string field is text: protobuf hands a string field of invalid UTF-8 (a
+    corrupted file) back as bytes, which no name may be."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else (value,)
+        for index, item in enumerate(values):
+            where = f"{path}{field.name}[{index}]" if field.is_repeated else path + field.name
+            if field.type == field.TYPE_MESSAGE:
+                _check_text(item, source, where + ".")
+            elif field.type == field.TYPE_STRING and not isinstance(item, str):
+                raise InputError(source, where, "UTF-8 text", repr(item)[:60])
+
+
+def _check_external_locations(model: onnx.ModelProto, source: str, folder: Path) -> None:
+    """Refuse weights whose external data lies outside the model's folder (`plans.limits`):
+    the planner never reads them, but `run` would; the checker covers constants' tensors."""
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in init.external_data if e.key == "location"), "")
+        if limits.outside_folder(location, folder):
+            raise InputError(
+                source,
+                f"graph.initializer[{init.name}].external_data.location",
+                "a file inside the model's folder",
+                repr(location),
+            )
 
 
 def _without_external_data(model: onnx.ModelProto) -> onnx.ModelProto:

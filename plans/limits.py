@@ -10,6 +10,8 @@ of 72 GPUs) and keep a hostile file from asking for gigabytes of memory or hours
 
 from __future__ import annotations
 
+from pathlib import Path, PurePath
+
 # --- counts ----------------------------------------------------------------------------------
 
 # Hosts of a cluster (YAML `hosts:`, `--hosts`): 65,536 hosts of 8 GPUs is 524,288 GPUs, several
@@ -70,3 +72,17 @@ MAX_JSON_DEPTH = 64
 def too_many(limit: int, found: object) -> tuple[str, str]:
     """(expected, found) of an `InputError` for a count past `limit`."""
     return f"at most {limit}", str(found)
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def outside_folder(location: str, folder: Path) -> bool:
+    """Whether an ONNX external-data `location` leaves the model's `folder`: absolute, through
+    `..`, or by a symbolic link that resolves elsewhere. Checked before any such file is opened
+    (a model from a stranger must not read `../../etc/shadow` into its weights)."""
+    path = PurePath(location)
+    if path.is_absolute() or path.drive or ".." in path.parts or "\0" in location:
+        return True
+    root = folder.resolve()
+    return not (root / path).resolve().is_relative_to(root)

@@ -791,3 +791,72 @@ def test_a_tensor_read_two_stages_later_is_relayed_and_trains_as_one_device_does
     after = single.parameters()
     assert _relative(after, before) > 1e-3
     assert _relative(sharded.parameters(), after) < TOLERANCE
+
+
+# --- hostile inputs (issue 19) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({}, "--inputs: x: expected an array for every graph input, found none"),
+        ({"x": np.zeros((BATCH, 32), np.float32), "y": np.zeros(3)}, "y: expected only the graph inputs x, found an extra array"),
+        ({"x": np.zeros((BATCH, 31), np.float32)}, "x: expected an array of shape [16, 32], found [16, 31]"),
+        ({"x": np.zeros((BATCH, 32), np.int64)}, "x: expected an array of float32, found dtype int64"),
+        ({"x": np.full((BATCH, 32), np.nan, np.float32)}, "x: expected finite values, found NaN or infinity"),
+    ],
+)  # fmt: skip
+def test_inputs_are_checked_array_by_array(
+    make_plan: Callable[..., Path], arrays: dict[str, np.ndarray], message: str
+) -> None:
+    plan = runtime(read_plan(make_plan("mlp", "--mode", "infer")), "mlp")
+    with pytest.raises(InputError) as error:
+        plan.infer(arrays)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: np.savez(p, x=np.array([object()], dtype=object)), "Object arrays cannot be loaded when allow_pickle=False"),
+        (lambda p: np.savez(p, x=np.zeros((BATCH, 32), np.float32), extra=np.zeros(1)), "extra: expected only arrays named after graph inputs (x) and labels, found an extra array"),
+        (lambda p: np.savez_compressed(p, x=np.zeros((BATCH, 32 * 100), np.float32)), "x: expected an array of shape [16, 32], found 204928 bytes of data"),
+        (lambda p: np.save(p, np.zeros((BATCH, 32), np.float32)), "expected an .npz file of inputs, found a single array (.npy)"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 not a zip"), "expected an .npz file of inputs"),
+    ],
+)  # fmt: skip
+def test_an_npz_is_refused_before_its_arrays_are_read(
+    make_plan: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    write: Callable[[Path], None],
+    message: str,
+) -> None:
+    inputs = tmp_path / "in.npz"
+    write(inputs)
+    if not inputs.exists():  # np.save appended .npy
+        (tmp_path / "in.npz.npy").rename(inputs)
+    plan = make_plan("mlp", "--mode", "infer")
+    assert main(["run", str(plan), str(DATA / "mlp.onnx"), "--inputs", str(inputs)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_external_data_outside_the_model_folder_is_never_opened(
+    make_plan: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnx
+
+    proto = onnx.load(str(DATA / "mlp.onnx"))
+    weight = proto.graph.initializer[0]
+    weight.ClearField("raw_data")
+    del weight.float_data[:]
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../../etc/passwd")
+    model = tmp_path / "model" / "mlp.onnx"
+    model.parent.mkdir()
+    onnx.save(proto, str(model))
+    plan = make_plan("mlp", "--mode", "infer")
+    assert main(["run", str(plan), str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"graph.initializer[{weight.name}].external_data.location: expected a file inside" in err

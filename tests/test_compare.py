@@ -17,10 +17,10 @@ from planner.baselines import (
     MEGATRON_STRATEGY,
     Baseline,
     all_baselines,
-    even_split,
     megatron_configurations,
     megatron_plan,
 )
+from planner.configuration import even_split
 from planner.graph import Graph, Subgraph
 from planner.intra_op import IntraOpSettings, solve_stage
 from planner.onnx_import import load_onnx

@@ -1,7 +1,7 @@
 """`evaluate`: price one Megatron-style configuration exactly (`planner/configuration.py`).
 
 `alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--recompute none|full]
-[--zero 0|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]` prints the
+[--zero 0|1|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]` prints the
 configuration's iteration time, throughput, model and hardware TFLOP/s per GPU and peak memory
 (with `--json`, one JSON line of those fields); `-o` writes it as a plan for `show`, `diff` and
 `check`. Exit 3 when it does not fit the memory budget (the figures are still printed; no plan
@@ -99,8 +99,8 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
     type=click.Choice([str(z) for z in ZERO_STRATEGIES]),
     default="0",
     show_default=True,
-    help="ZeRO stage over the data-parallel axis: 0 none, 2 gradients and optimizer state "
-    "sharded, 3 the weights too (FSDP).",
+    help="ZeRO stage over the data-parallel axis: 0 none, 1 optimizer state sharded (Megatron's "
+    "distributed optimizer), 2 gradients too, 3 the weights too (FSDP).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON line.")
 @click.option(

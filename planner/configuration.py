@@ -12,7 +12,8 @@ brackets):
   (interleaved 1F1B for vp > 1, `--num-layers-per-virtual-pipeline-stage`);
 - B = batch / (dp x microbatch size) microbatches (`--micro-batch-size`, `--global-batch-size`);
 - recomputation in every stage or in none (`--recompute-granularity full`), and ZeRO over the
-  data-parallel axis (0: none; 2 and 3 as `planner/strategies.py` prices them).
+  data-parallel axis (0: none; 1, Megatron-LM's distributed optimizer, 2 and 3 as
+  `planner/strategies.py` prices them).
 
 Each chunk is priced as the search prices a candidate stage: the sum of its layers' ILP plans on
 (dp, tp) from a `StageCostTable`, the resharding between them and the transfer it receives over
@@ -43,7 +44,7 @@ from plans.plan import JsonValue, Plan, SearchReport, frozen_map
 from plans.schedules import schedule_problem
 
 # ZeRO stage -> the strategy switch that prices it (`planner/strategies.py`).
-ZERO_STRATEGIES = {0: "off", 2: "zero2", 3: "zero3"}
+ZERO_STRATEGIES = {0: "off", 1: "zero1", 2: "zero2", 3: "zero3"}
 # Recomputation a fixed configuration may set (per stage: every stage, or none).
 FIXED_RECOMPUTES = (Recompute.NONE, Recompute.FULL)
 

@@ -302,7 +302,8 @@ NOTES = """
   (measured op times, the calibration issue) replaces the roofline. That term alone explains
   an estimate about 25-40% above the measured figure. Two smaller effects pull the other way:
   the paper's TFLOP/s count the recomputation of rematerialised activations (4x forward FLOPs
-  instead of 3x), which these rows do not use; and
+  instead of 3x), which most of these rows do not use (this column counts model FLOPs, 3x);
+  and
   without rematerialisation the planner must use small microbatches (B = 256 and more at
   batch 1024) to fit 16 GB.
 - **MoE far above the paper.** The same roofline term, and more: the GShard layers' dispatch
@@ -318,7 +319,9 @@ NOTES = """
   ILP prefers 2x4 (wresnet-2b, 1.0001) and one-stage rows were up to 2x10^-5 slower.
 - **Megatron.** The best (dp, tp, pp, B) over tp in 1..8 inside a host and every pp; each
   stage is one ILP with the batch on mesh axis 0 and no ZeRO, so the ILP picks Megatron's
-  column-then-row splits on axis 1 (`tests/test_compare.py`).
+  column-then-row splits on axis 1 (`tests/test_compare.py`). The baseline now also searches
+  interleaving (vp 1, 2, 4) and full recomputation, priced by `alpa-plan evaluate`'s model
+  (`planner/configuration.py`); the columns here predate that (see "Rows of two passes").
 - **DeepSpeed on MoE.** The paper's DeepSpeed-MoE collapses at 2 and 4 hosts because its
   expert parallelism all-to-alls cross the 25 Gbit/s links; here the baseline is ZeRO data
   parallelism plus tensor parallelism inside a host, whose all-to-alls stay inside a host.
@@ -342,29 +345,43 @@ NOTES = """
   looked for its least-memory sharding under a budget row with no slack; they now restrict
   each op to its least-memory strategies instead (`planner/intra_op_ilp.py`,
   `solve_least_memory`): wresnet-1b's DeepSpeed baseline went from over 15 minutes to 1 s.
-- **GPT-3 39B.** Only the auto plan fits: the Megatron baseline's best configuration
-  (dp 1, tp 8, pp 8, B = 1024) misses the budget by 2 % (14.67 GiB per GPU against 14.40;
-  Megatron-LM's own runs recompute activations, which the baselines cannot: the stage ILP
-  does not model rematerialisation's memory), no pipeline of data-parallel stages fits, and
-  the one-stage plans that fit pay ZeRO-3 gathers (DeepSpeed, 0.5 TFLOP/s) or cross-host
-  resharding (intra-only, 3.9 TFLOP/s) in every microbatch. Planning took 935 s: the suite
-  runs one search per microbatch count (7 counts, as the baselines do) and each pays its
-  cost table, the whole-stage re-solve of its chosen stages and, where the lower bound
-  cannot rule it out, the whole model as one ILP; profiled at B = 1024 alone on one core,
-  77 s (56 s layer ILPs, 20 s re-solving the 9 stages, which improved none). The issue's
-  60 s target is met only by one count with `--remat` (35 s, benchmarks/SPEED.md). The
-  memory lower bound that skips counts no pipeline can fit landed after this row.
+- **GPT-3 39B.** Only the auto plan fits: 8 stages of 8 GPUs, the first recomputing its
+  activations (it holds the most microbatches in 1F1B), one warm-up microbatch more than
+  1F1B's least. In the earlier pass (the pipeline formula, no recomputation searched) it was
+  9 stages at 52.5 TFLOP/s. The Megatron baseline's column is from that pass too: its best
+  configuration then (dp 1, tp 8, pp 8, B = 1024) missed the budget by 2 % (14.67 GiB per GPU
+  against 14.40) because the baselines could not recompute; they now search recomputation
+  and interleaving (`planner/configuration.py`) but this row has not been re-run with them.
+  The one-stage plans that fit pay ZeRO-3 gathers (DeepSpeed, 0.5 TFLOP/s) or cross-host
+  resharding (intra-only, 3.9 TFLOP/s) in every microbatch. Planning took 1,052 s (see the
+  last note on timing): one search per microbatch count, each paying its cost table with and
+  without recomputation, the whole-stage re-solve of its chosen stages and the simulated
+  re-ranking of its best candidates.
 - **MoE 70B does not fit, with or without `--remat`.** Its 70.4 B parameters under mixed-
   precision Adam hold 16 bytes each (`cost_models/memory.py`: float16 weights and gradients,
   float32 master copy, m and v): 16.4 GiB per GPU even when sharded perfectly over all 64
   GPUs, above the 14.4 GiB budget (90% of 16 GB) before any activation. No parallel plan can
   change that; the paper's run must have kept less optimizer state per parameter (it does not
   say). The auto plan was tried both ways (`--remat` last); the baselines without.
-- **Rows of two passes.** moe-70b was computed before the search re-solved its chosen stages
-  on every logical shape and solved the whole model as one stage (README, "How it works",
-  step 4), and before the baselines' least-memory fallback; it fits nothing either way. Every
-  other row's plans come from the current code; their planning times predate the memory
-  lower bound, which skips only counts that fit nothing. `--only NAME ...` refreshes rows.
+- **Rows of two passes.** The six pipeline rows (gpt3-6.7b, gpt3-15b, gpt3-39b, moe-10b,
+  moe-27b, wresnet-4b) were re-planned at commit 4adc2b5, after the estimate became the
+  simulated makespan of the schedule the plan writes (links occupied by transfers, gradient
+  syncs overlapped with the backward, deeper warm-up, interleaved stages and recomputation
+  searched per stage: `planner/pipeline_time.py`, docs/DESIGN.md); auto plans only
+  (`--no-baselines`). Their baseline columns, and so the ratio's denominator, are from the
+  earlier pass, priced by the old pipeline formula `sum t + (B - 1) max t + sum u` and
+  without the baselines' recomputation and interleaving: the ratio compares two cost models
+  and is only indicative for these rows. The old auto figures were formula estimates too:
+  gpt3-6.7b 87.0 (3 stages), gpt3-15b 87.9 (8 stages), gpt3-39b 52.5 (9 stages), moe-10b 79.7,
+  moe-27b 57.9 (7 stages), wresnet-4b 14.2 (6 stages). Where the new figure is lower the
+  formula was optimistic (it charged a cross-host transfer once, as latency, where 1F1B
+  waits for it in every cycle); where it is higher, recomputation or interleaving made room
+  for faster stages. moe-70b was computed before the search re-solved its chosen stages on
+  every logical shape; it fits nothing either way. The one-stage rows come from the current
+  code (a one-stage plan's makespan is the formula's). Planning times of the six re-planned
+  rows were measured with 2 worker processes while the test suite ran on the same two cores:
+  they are not comparable with the other rows' (benchmarks/SPEED.md has uncontended figures).
+  `--only NAME ...` refreshes rows.
 """
 
 

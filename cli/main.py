@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from cli import (
     compare_command,
+    evaluate_command,
     exit_codes,
     inspect_commands,
     ops_command,
@@ -176,6 +177,7 @@ inspect_commands.register(cli)
 run_command.register(cli)
 profile_command.register(cli)
 compare_command.register(cli)
+evaluate_command.register(cli)
 ops_command.register(cli)
 
 

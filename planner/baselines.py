@@ -11,9 +11,11 @@ parallelisation strategies, not cost models.
   all-reduce), whichever is faster;
 - ZeRO-2 / ZeRO-3: the same, with optimizer state and gradients (ZeRO-2) or also the weights
   (ZeRO-3) sharded over the data-parallel axes;
-- Megatron-LM 3D parallelism: pp stages of equal layer counts, each on dp x tp GPUs with the
-  logical mesh (dp, tp), tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where
-  it finds Megatron's column-then-row splits), no ZeRO; the best (dp, tp, pp, B);
+- Megatron-LM 3D parallelism: pp device groups of dp x tp GPUs with the logical mesh (dp, tp),
+  tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where it finds Megatron's
+  column-then-row splits), the layers in pp x vp chunks of equal counts, recomputation in every
+  stage or none, no ZeRO, each priced as `alpa-plan evaluate` prices it
+  (`planner/configuration.py`); the best (dp, tp, pp, vp, recompute, B);
 - DeepSpeed: one stage, mesh (dp, tp), batch on axis 0, ZeRO always; the best (tp, B);
 - intra-op only: Alpa's ShardParallel (`planner.search.plan_intra_only`), the best B;
 - inter-op only: the full pipeline search with every stage data parallel.
@@ -33,13 +35,19 @@ from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from cost_models.mesh import logical_mesh
+from planner.configuration import (
+    ConfigTables,
+    ParallelConfig,
+    config_problem,
+    evaluate_config,
+)
 from planner.graph import Graph, Op, Subgraph, split_batch
 from planner.intra_op import PreparedStage, StageSharding, prepare_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
 from planner.layers import LayerSlice, cluster_layers, scoped_units
 from planner.microbatches import search_counts
 from planner.ops import cast_floats
-from planner.options import PlanOptions, Search
+from planner.options import PlanOptions, Recompute, Search
 from planner.pipeline_time import in_flight
 from planner.placement import place_stages
 from planner.plan_assembly import (
@@ -413,29 +421,9 @@ def megatron_configurations(cluster: Cluster, num_layers: int) -> tuple[tuple[in
     return tuple(found)
 
 
-def even_split(num_layers: int, parts: int) -> tuple[tuple[int, int], ...]:
-    """`parts` runs of consecutive layers whose sizes differ by at most one (larger first)."""
-    size, extra = divmod(num_layers, parts)
-    runs = []
-    first = 0
-    for index in range(parts):
-        count = size + (1 if index < extra else 0)
-        runs.append((first, first + count - 1))
-        first += count
-    return tuple(runs)
-
-
-def megatron_specs(context: BaselineContext, dp: int, tp: int, pp: int) -> tuple[StageSpec, ...]:
-    g = context.cluster.gpus_per_host
-    per_stage = dp * tp
-    submesh = (1, per_stage) if per_stage <= g else (per_stage // g, g)
-    return tuple(
-        StageSpec(first, last, submesh, (dp, tp))
-        for first, last in even_split(len(context.layers), pp)
-    )
-
-
 MEGATRON_STRATEGY = StrategyOptions(zero="off", force_batch_dim_to_mesh_dim=0)
+# Interleaving sizes the Megatron-LM baseline tries (virtual stages per device group).
+MEGATRON_VIRTUAL_STAGES = (1, 2, 4)
 
 
 def megatron_plan(
@@ -446,15 +434,31 @@ def megatron_plan(
     tp: int,
     pp: int,
     microbatches: int,
-    context: BaselineContext | None = None,
+    vp: int = 1,
+    recompute: Recompute = Recompute.NONE,
+    tables: ConfigTables | None = None,
 ) -> Plan:
-    """Megatron-LM's plan for one (dp, tp, pp, B)."""
-    context = context or BaselineContext(graph, cluster, options)
-    parameters: dict[str, JsonValue] = {"dp": dp, "tp": tp, "pp": pp, "microbatches": microbatches}
-    search = SearchReport("baseline: megatron", parameters=frozen_map(parameters))  # type: ignore[arg-type]
-    return explicit_plan(
-        context, megatron_specs(context, dp, tp, pp), microbatches, MEGATRON_STRATEGY, search
-    )
+    """Megatron-LM's plan for one (dp, tp, pp, vp, recompute, B), priced as `alpa-plan
+    evaluate` prices it (`planner/configuration.py`)."""
+    config = ParallelConfig(dp, tp, pp, graph.batch_size // (dp * microbatches), vp, recompute)
+    if graph.batch_size % (dp * microbatches):
+        raise InfeasibleError(
+            f"the batch of {graph.batch_size} does not split into {microbatches} microbatches "
+            f"of {dp} data-parallel replicas"
+        )
+    found = evaluate_config(graph, cluster, options, config, tables=tables,
+                            algorithm="baseline: megatron")  # fmt: skip
+    return found.plan
+
+
+def megatron_recomputes(options: PlanOptions) -> tuple[Recompute, ...]:
+    """The recomputation the Megatron-LM baseline tries: both when the options leave it to the
+    search (auto), else the one they set."""
+    if not options.training:
+        return (Recompute.NONE,)
+    if options.recompute is Recompute.AUTO:
+        return (Recompute.NONE, Recompute.FULL)
+    return (options.recompute,)
 
 
 def megatron(
@@ -463,21 +467,47 @@ def megatron(
     options: PlanOptions,
     context: BaselineContext | None = None,
 ) -> Baseline:
-    """Megatron-LM 3D parallelism: the best (dp, tp, pp, B)."""
-    context = context or BaselineContext(graph, cluster, options)
-    best = _Best(context.budget_bytes)
-    for dp, tp, pp in megatron_configurations(cluster, len(context.layers)):
-        offer = _offering(
-            context,
-            best,
-            "megatron",
-            megatron_specs(context, dp, tp, pp),
-            MEGATRON_STRATEGY,
-            dp,
-            {"dp": dp, "tp": tp, "pp": pp},
-        )
-        search_counts(graph.batch_size, options.microbatches, offer)
+    """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, B), each priced as
+    `alpa-plan evaluate` prices it."""
+    tables = ConfigTables(graph, cluster, options)
+    best = _Best(options.memory_budget_bytes(cluster))
+    layers = len(tables.layers)
+    for dp, tp, pp in megatron_configurations(cluster, layers):
+        for vp in MEGATRON_VIRTUAL_STAGES:
+            if vp > 1 and (pp == 1 or pp * vp > layers or not options.training):
+                continue
+            for recompute in megatron_recomputes(options):
+                config = ParallelConfig(dp, tp, pp, 1, vp, recompute)
+                objective_s = _megatron_objective(graph, cluster, options, tables, best, config)
+                search_counts(graph.batch_size, options.microbatches, objective_s)
     return best.result("megatron")
+
+
+def _megatron_objective(
+    graph: Graph,
+    cluster: Cluster,
+    options: PlanOptions,
+    tables: ConfigTables,
+    best: _Best,
+    shape: ParallelConfig,
+) -> Callable[[int], float]:
+    """The microbatch search's objective for one Megatron-LM configuration (`shape`, whose
+    microbatch size each count sets): its iteration time, inf when it cannot run or fit."""
+
+    def objective_s(microbatches: int) -> float:
+        if graph.batch_size % (shape.dp * microbatches):
+            return math.inf
+        config = replace(shape, microbatch_size=graph.batch_size // (shape.dp * microbatches))
+        if config_problem(config, graph, cluster, options, len(tables.layers)) is not None:
+            return math.inf
+        found = evaluate_config(graph, cluster, options, config, tables=tables,
+                                algorithm="baseline: megatron")  # fmt: skip
+        recorded: dict[str, JsonValue] = {**config.record(), "microbatches": microbatches}
+        del recorded["microbatch_size"], recorded["zero"]
+        best.offer(found.plan, recorded)
+        return found.plan.estimate.iteration_time_s if found.fits else math.inf
+
+    return objective_s
 
 
 def intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Baseline:

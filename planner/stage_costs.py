@@ -60,12 +60,14 @@ def solve_layer_on_submesh(
     settings: IntraOpSettings,
     submesh: tuple[int, int],
     refine: frozenset[tuple[int, int]] = frozenset(),
+    shapes: tuple[tuple[int, int], ...] | None = None,
 ) -> dict[tuple[int, int], list[LayerPlan]]:
-    """One layer on one submesh: for each logical shape, its unlimited-memory plan, followed
-    for the shapes in `refine` by plans under tighter budgets (`LEVEL_FRACTIONS`)."""
+    """One layer on one submesh: for each logical shape (`shapes`, by default every one of the
+    submesh), its unlimited-memory plan, followed for the shapes in `refine` by plans under
+    tighter budgets (`LEVEL_FRACTIONS`)."""
     unlimited = replace(settings, memory_budget_bytes=math.inf, in_flight=1)
     result: dict[tuple[int, int], list[LayerPlan]] = {}
-    for shape in logical_shapes(submesh, cluster.gpus_per_host):
+    for shape in shapes or logical_shapes(submesh, cluster.gpus_per_host):
         mesh = logical_mesh(cluster, submesh, shape)
         prepared = prepare_stage(layer, mesh, cluster.gpu, unlimited)
         try:
@@ -159,7 +161,10 @@ class _LevelTable:
 
 
 class StageCostTable:
-    """Solves layers lazily and composes ranges; one instance per (graph, microbatches)."""
+    """Solves layers lazily and composes ranges; one instance per (graph, microbatches).
+
+    `shapes`, where given, restricts the logical meshes of a submesh (a fixed configuration,
+    `planner/configuration.py`); by default every logical shape of `logical_shapes`."""
 
     def __init__(
         self,
@@ -167,7 +172,9 @@ class StageCostTable:
         layers: Sequence[LayerSlice],
         cluster: Cluster,
         settings: IntraOpSettings,
+        shapes: Mapping[tuple[int, int], tuple[tuple[int, int], ...]] | None = None,
     ) -> None:
+        self._shapes = dict(shapes or {})
         self.model = model
         self.ops = ops = model.ops
         self.tensors = model.tensors
@@ -194,6 +201,10 @@ class StageCostTable:
         self._tables: dict[tuple[tuple[int, int], tuple[int, int]], list[_LevelTable]] = {}
 
     # --- single layers -------------------------------------------------------------------
+
+    def shapes_of(self, submesh: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """The logical shapes this table solves `submesh` on."""
+        return self._shapes.get(submesh) or logical_shapes(submesh, self.cluster.gpus_per_host)
 
     def layer(self, index: int) -> Subgraph:
         """Layer `index` as a subgraph of the model."""
@@ -236,7 +247,7 @@ class StageCostTable:
         for index, submesh in todo:
             args = (
                 self.layer(index), self.cluster, self.settings, submesh,
-                refine.get((index, submesh), frozenset()),
+                refine.get((index, submesh), frozenset()), self.shapes_of(submesh),
             )  # fmt: skip
             tasks.append((solve_layer_on_submesh, args))
         for (index, submesh), plans in zip(todo, run_tasks(tasks, jobs, progress), strict=True):
@@ -252,7 +263,7 @@ class StageCostTable:
         """The logical shapes of `submesh` worth tighter memory levels."""
         fastest = math.inf
         needs: dict[tuple[int, int], tuple[float, float]] = {}
-        for shape in logical_shapes(submesh, self.cluster.gpus_per_host):
+        for shape in self.shapes_of(submesh):
             firsts = [self.layer_plans(k, submesh, shape)[:1] for k in range(len(self.layers))]
             if not all(firsts):
                 continue
@@ -386,7 +397,7 @@ class StageCostTable:
         crosses the cut before it over the link a stage that starts as `start` receives over."""
         transfer = self._transfer_s(self.crossing(first), submesh, start)
         found = []
-        for shape in logical_shapes(submesh, self.cluster.gpus_per_host):
+        for shape in self.shapes_of(submesh):
             for level, table in enumerate(self._level_tables(submesh, shape)):
                 layers = table.layers[first : last + 1]
                 resharding = sum(

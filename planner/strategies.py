@@ -20,8 +20,12 @@ rule for every op. Costs per device follow from the label classes:
 
 ZeRO variants (training, ops that own parameters replicated over some mesh axes R):
 
-- zero2: gradients and optimizer state sharded over R; the gradient all-reduce becomes a
-  reduce-scatter, and the updated weights are all-gathered over R once per iteration;
+- zero1: optimizer state sharded over R (Megatron-LM's distributed optimizer): the gradients
+  accumulate whole over the microbatches, then one reduce-scatter, the update of the local
+  shard, and an all-gather of the updated weights over R, once per iteration;
+- zero2: gradients sharded over R too: a sharded gradient cannot accumulate a whole
+  microbatch's gradient, so the reduce-scatter runs in every microbatch's backward (as
+  DeepSpeed's ZeRO-2 does under gradient accumulation), the all-gather once per iteration;
 - zero3: weights sharded over R as well, all-gathered for every forward and backward pass.
 
 A parameter used by several ops (tied embeddings) is owned, and its state paid, by its first
@@ -50,7 +54,7 @@ from planner.saved_tensors import charged_to
 from plans.plan import ZeroStage
 from plans.specs import ShardingSpec, split_ways, strategy_name
 
-ZERO_MODES = ("auto", "on", "off", "zero2", "zero3")
+ZERO_MODES = ("auto", "on", "off", "zero1", "zero2", "zero3")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class StrategyOptions:
     """Switches in the spirit of Alpa's AutoShardingOption."""
 
     # "auto": the ILP may pick ZeRO variants; "on": always one of them; "off": never;
-    # "zero2" / "zero3": always that variant (the baselines of `planner/baselines.py`).
+    # "zero1" / "zero2" / "zero3": always that variant (the baselines, `evaluate --zero`).
     zero: str = "auto"
     force_data_parallel: bool = False  # split only the batch, over every axis
     # The batch goes on this mesh axis, for every op whose batch divides it (an op whose
@@ -390,10 +394,18 @@ def _with_parameter_state(
     )
     sharded_elements = sum(sharded(p) for p in parameters)
     update_s = sharded_elements * update_bytes * seconds_per_byte
+    zero1 = replace(
+        plain,
+        zero=ZeroStage.ZERO1,
+        gradient_sync_s=reduce_scatter + gather,
+        optimizer_step_s=update_s,
+        optimizer_bytes=round(sharded_elements * state.optimizer),
+    )
     zero2 = replace(
         plain,
         zero=ZeroStage.ZERO2,
-        gradient_sync_s=reduce_scatter + gather,
+        communication_s=plain.communication_s + reduce_scatter,
+        gradient_sync_s=gather,
         optimizer_step_s=update_s,
         gradient_bytes=round(sharded_elements * state.gradients),
         optimizer_bytes=round(sharded_elements * state.optimizer),
@@ -410,8 +422,6 @@ def _with_parameter_state(
         gradient_bytes=round(sharded_elements * state.gradients),
         optimizer_bytes=round(sharded_elements * state.optimizer),
     )
-    if zero != "zero3":
-        variants.append(zero2)
-    if zero != "zero2":
-        variants.append(zero3)
+    chosen = {"zero1": (zero1,), "zero2": (zero2,), "zero3": (zero3,)}.get(zero)
+    variants.extend(chosen if chosen is not None else (zero1, zero2, zero3))
     return variants

@@ -85,7 +85,8 @@ class ZeroStage(StrEnum):
     (Rajbhandari et al., SC'20, "ZeRO")."""
 
     NONE = "none"  # replicated: gradients all-reduced, every device updates the whole piece
-    ZERO2 = "zero2"  # gradients and optimizer state sharded: reduce-scatter, update, all-gather
+    ZERO1 = "zero1"  # optimizer state sharded: reduce-scatter, update, all-gather per iteration
+    ZERO2 = "zero2"  # gradients too: reduce-scatter every microbatch, all-gather per iteration
     ZERO3 = "zero3"  # the weights sharded too: all-gathered for every forward and backward
 
 

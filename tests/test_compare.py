@@ -17,10 +17,10 @@ from planner.baselines import (
     MEGATRON_STRATEGY,
     Baseline,
     all_baselines,
-    even_split,
     megatron_configurations,
     megatron_plan,
 )
+from planner.configuration import even_split
 from planner.graph import Graph, Subgraph
 from planner.intra_op import IntraOpSettings, solve_stage
 from planner.onnx_import import load_onnx
@@ -117,8 +117,9 @@ def test_baselines_are_what_they_say(compared: tuple[Plan, tuple[Baseline, ...]]
 @pytest.mark.parametrize(
     ("zero", "variants"),
     [
-        ("auto", {"plain", "zero2", "zero3"}),
-        ("on", {"zero2", "zero3"}),
+        ("auto", {"plain", "zero1", "zero2", "zero3"}),
+        ("on", {"zero1", "zero2", "zero3"}),
+        ("zero1", {"zero1"}),
         ("off", {"plain"}),
         ("zero2", {"zero2"}),
         ("zero3", {"zero3"}),
@@ -227,3 +228,31 @@ def test_compare_table_and_written_plans_pass_check(
     assert written == ["auto.plan.json", "deepspeed.plan.json", "zero3.plan.json"]
     for name in written:
         assert main(["check", str(out / name), "--model", str(GPT_TINY)]) == exit_codes.OK
+
+
+def test_zero1_shards_optimizer_state_and_syncs_once_zero2_reduce_scatters_every_microbatch(
+    gpt: Graph,
+) -> None:
+    """On a data-parallel Gemm over 8 GPUs: ZeRO-1 keeps whole gradients and an eighth of the
+    optimizer state, and syncs once per iteration (reduce-scatter + all-gather); ZeRO-2 keeps an
+    eighth of both and moves the same reduce-scatter into every microbatch."""
+    from planner.intra_op import enumerate_strategies
+
+    cluster = v100_cluster()
+    mesh = logical_mesh(cluster, (2, 4), (1, 8))
+    settings = IntraOpSettings(
+        "float16", "adam", True, 4, 1, 2**40,
+        strategy_options=StrategyOptions(zero="auto", force_data_parallel=True),
+    )  # fmt: skip
+    typed = cast_floats(gpt, "float16")
+    found = enumerate_strategies(typed.subgraph(), mesh, cluster.gpu, settings)
+    gemm = next(op for op in typed.ops if op.op_type == "Gemm")
+    by_zero = {str(s.zero): s for s in found[gemm.name]}
+    plain, one, two = by_zero["none"], by_zero["zero1"], by_zero["zero2"]
+    assert one.gradient_bytes == plain.gradient_bytes
+    assert one.optimizer_bytes == pytest.approx(plain.optimizer_bytes / 8, abs=1)
+    assert two.gradient_bytes == pytest.approx(plain.gradient_bytes / 8, abs=1)
+    assert one.communication_s == plain.communication_s
+    reduce_scatter_s = two.communication_s - plain.communication_s
+    assert reduce_scatter_s > 0
+    assert one.gradient_sync_s == pytest.approx(two.gradient_sync_s + reduce_scatter_s, rel=1e-12)

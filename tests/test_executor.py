@@ -575,12 +575,12 @@ def test_batch_dims_and_zero_storage_by_hand() -> None:
 
 
 def _as_zero(plan: Plan, mode: str) -> Plan:
-    """The plan with every ZeRO-2 parameter held as `mode` instead."""
+    """The plan with every ZeRO parameter held as `mode` instead."""
     stages = tuple(
         dataclasses.replace(
             stage,
             zero=frozen_map(
-                {p: ZeroStage(mode) if m is ZeroStage.ZERO2 else m for p, m in stage.zero.items()}
+                {p: m if m is ZeroStage.NONE else ZeroStage(mode) for p, m in stage.zero.items()}
             ),
         )
         for stage in plan.stages
@@ -588,12 +588,13 @@ def _as_zero(plan: Plan, mode: str) -> Plan:
     return dataclasses.replace(plan, stages=stages)
 
 
-@pytest.mark.parametrize("mode", ["zero2", "zero3"])
+@pytest.mark.parametrize("mode", ["zero1", "zero2", "zero3"])
 def test_zero_plans_shard_what_they_say_and_train_as_one_device_does(
     make_plan: Callable[..., Path], mode: str
 ) -> None:
     plan = read_plan(make_plan("mlp", "--zero", "--force-data-parallel", "--optimizer", "sgd"))
-    assert set(plan.stages[0].zero.values()) == {ZeroStage.ZERO2}
+    # One microbatch: ZeRO-1 and ZeRO-2 cost the same time, and the ILP keeps the first.
+    assert set(plan.stages[0].zero.values()) == {ZeroStage.ZERO1}
     plan = _as_zero(plan, mode)
     run = _one_step_matches_one_device(plan, "mlp")
     weight = run.params[0]["fc1.weight"]  # in the plan's spec RR on a 1x8 mesh
@@ -613,10 +614,11 @@ def test_zero_plans_shard_what_they_say_and_train_as_one_device_does(
     assert set(compiled.gradient_sum) <= {"all-reduce", "reduce-scatter"}
 
 
-def test_zero2_keeps_adam_state_sharded_and_follows_the_single_device_loss(
+def test_zero_keeps_adam_state_sharded_and_follows_the_single_device_loss(
     make_plan: Callable[..., Path],
 ) -> None:
     plan = read_plan(make_plan("mlp", "--zero", "--force-data-parallel", "--microbatches", "2"))
+    assert set(plan.stages[0].zero.values()) <= {ZeroStage.ZERO1, ZeroStage.ZERO2}
     sharded = runtime(plan, "mlp", "train", learning_rate=1e-2)
     single = runtime(one_device(plan), "mlp", "train", learning_rate=1e-2)
     inputs = sharded.random_inputs(seed=3)

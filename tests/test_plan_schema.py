@@ -86,7 +86,7 @@ BROKEN = [
     (_set("stages", []), "stages: expected at least 1 item, found []"),
     (_set("transfers", [{}]), "transfers[0].tensor: expected a value, found nothing"),
     (_set("model.name", None), "model.name: expected a string, found null"),
-    (_set("stages[0].zero.x", "zero9"), "stages[0].zero.x: expected one of 'none', 'zero2', 'zero3', found 'zero9'"),
+    (_set("stages[0].zero.x", "zero9"), "stages[0].zero.x: expected one of 'none', 'zero1', 'zero2', 'zero3', found 'zero9'"),
     (_set("stages[0].time_s.optimizer_step", _DELETE), "stages[0].time_s.optimizer_step: expected a value, found nothing"),
     (_set("search.warnings", _DELETE), "search.warnings: expected a value, found nothing"),
     (_set("search.colour", "red"), "search.colour: expected no such field in alpa-plan/2, found 'red'"),

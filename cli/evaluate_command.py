@@ -17,13 +17,13 @@ import click
 from rich.table import Table
 
 from cli import exit_codes
-from cli.arguments import input_options, load_inputs, plan_options
+from cli.arguments import check_counts, input_options, load_inputs, plan_options
 from cli.render import error_console, output_console
 from cost_models.units import format_bytes, format_seconds
 from planner.configuration import FIXED_RECOMPUTES, ZERO_STRATEGIES, Evaluation, ParallelConfig
 from planner.configuration import evaluate_config as price
 from plans.errors import InfeasibleError
-from plans.io import plan_to_json, write_text_atomically
+from plans.io import check_output_path, plan_to_json, write_text_atomically
 
 
 def evaluation_document(evaluation: Evaluation) -> dict[str, object]:
@@ -138,6 +138,9 @@ def evaluate_command(
 ) -> int:
     """Price one Megatron-style configuration of MODEL on CLUSTER (training): pp stages of
     equal layer counts, each on a dp x tp logical mesh, by the planner's own cost model."""
+    check_counts(click.get_current_context().params)
+    if output:
+        check_output_path(output)  # before pricing, which may take minutes
     graph, cluster_spec, measured = load_inputs(
         model, cluster, batch_size, dims, hosts, dtype, calibration
     )

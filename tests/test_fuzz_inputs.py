@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ MLP_TINY = MODELS / "mlp-tiny.onnx"
 MLP_PLAN = CASES / "mlp-tiny-p3" / "expected.plan.json"
 QUICK = ["--hosts", "1", "--batch-size", "8", "--jobs", "1", "--ilp-time-limit", "5"]
 EXITS = {0, 1, 2, 3}
+EIGHT_WAY_DATA_PARALLEL = ["--dp", "8", "--tp", "1", "--pp", "1", "--microbatch", "1"]
 FUZZ = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -111,7 +113,7 @@ CLUSTER_DOCUMENT = yaml.safe_load(P3.read_text())
 
 @FUZZ
 @given(document=mutated(CLUSTER_DOCUMENT))
-def test_mutated_cluster_yaml_through_plan_and_compare(
+def test_mutated_cluster_yaml_through_plan_evaluate_and_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any
 ) -> None:
     cluster = tmp_path / "cluster.yaml"
@@ -119,10 +121,52 @@ def test_mutated_cluster_yaml_through_plan_and_compare(
     out = tmp_path / "plan.json"
     out.unlink(missing_ok=True)
     _run(capsys, [str(MLP_TINY), str(cluster), *QUICK, "--intra-only", "-o", str(out)], out)
+    out.unlink(missing_ok=True)
+    evaluate = ["evaluate", str(MLP_TINY), str(cluster), *QUICK, *EIGHT_WAY_DATA_PARALLEL]
+    _run(capsys, [*evaluate, "-o", str(out)], out)
     plan = json.loads(MLP_PLAN.read_text())
     plan_file = tmp_path / "given.plan.json"
     plan_file.write_text(json.dumps(plan))
     _run(capsys, ["check", str(plan_file), "--cluster", str(cluster)], tmp_path / "none.json")
+
+
+@settings(FUZZ, max_examples=12)
+@given(document=mutated(CLUSTER_DOCUMENT))
+def test_mutated_cluster_yaml_through_compare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any
+) -> None:
+    # Fewer examples: compare plans the auto search and every baseline (about 1 s a run).
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(document, allow_unicode=True))
+    plans = tmp_path / "plans"
+    shutil.rmtree(plans, ignore_errors=True)  # one tmp_path serves every example
+    args = ["compare", str(MLP_TINY), str(cluster), *QUICK, "--write-plans", str(plans)]
+    if _run(capsys, args, tmp_path / "none.json") != 0:
+        assert not plans.exists() or not list(plans.iterdir())
+
+
+# Flag values: in range, zero, negative, past any cluster, past 64 bits.
+COUNTS = st.one_of(
+    st.sampled_from([1, 2, 4, 8]), st.integers(-3, 0), st.sampled_from([3, 7, 10**6, 2**70])
+)
+
+
+@FUZZ
+@given(
+    dp=COUNTS, tp=COUNTS, pp=COUNTS, vp=COUNTS, microbatch=COUNTS,
+    recompute=st.sampled_from(["none", "full"]), zero=st.sampled_from(["0", "1", "2", "3"]),
+    schedule=st.sampled_from(["1f1b", "gpipe"]),
+)  # fmt: skip
+def test_evaluate_flags_never_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    dp: int, tp: int, pp: int, vp: int, microbatch: int, recompute: str, zero: str, schedule: str,
+) -> None:  # fmt: skip
+    out = tmp_path / "plan.json"
+    out.unlink(missing_ok=True)
+    flags = ["--dp", str(dp), "--tp", str(tp), "--pp", str(pp), "--vp", str(vp)]
+    flags += ["--microbatch", str(microbatch), "--recompute", recompute, "--zero", zero]
+    args = ["evaluate", str(MLP_TINY), str(P3), *QUICK, *flags, "--schedule", schedule]
+    _run(capsys, [*args, "-o", str(out)], out)
 
 
 @FUZZ

@@ -13,7 +13,8 @@ from cost_models.cluster_yaml import load_calibration, load_cluster
 from cost_models.compute import ComputeModel
 from planner.graph import Graph
 from planner.onnx_import import load_onnx
-from planner.options import DTYPES, SCHEDULES, PlanOptions, Search
+from planner.options import DTYPES, RECOMPUTES, SCHEDULES, PlanOptions, Search
+from planner.pins import PIN_NAMES, Pins
 from planner.reshard import ReshardRules
 from planner.strategies import StrategyOptions
 from plans import limits
@@ -144,6 +145,35 @@ def load_inputs(
     return graph, cluster_spec, measured
 
 
+def parse_pins(values: Sequence[str]) -> Pins:
+    """The `--pin NAME=VALUE` flags as `Pins` (`planner/pins.py`); `InputError` naming the flag
+    for an unknown name, a value that is not a positive count (or recompute mode), or a name
+    pinned twice."""
+    given: dict[str, int | str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in PIN_NAMES:
+            raise InputError(
+                "--pin", "", f"NAME=VALUE with NAME one of {', '.join(PIN_NAMES)}", repr(value[:40])
+            )
+        if name in given:
+            raise InputError(f"--pin {name}", "", "one value", f"{given[name]} and {text[:20]}")
+        if name == "recompute":
+            if text not in RECOMPUTES:
+                raise InputError(f"--pin {name}", "", f"one of {', '.join(RECOMPUTES)}", text)
+            given[name] = text
+            continue
+        digits = text.lstrip("0")
+        if not (text.isascii() and text.isdigit()) or not digits:
+            raise InputError(f"--pin {name}", "", "a positive integer", repr(text))
+        if len(digits) > len(str(limits.MAX_GPUS)) or int(digits) > limits.MAX_GPUS:
+            shown = digits if len(digits) <= 20 else digits[:17] + "..."
+            raise InputError(f"--pin {name}", "", *limits.too_many(limits.MAX_GPUS, shown))
+        given[name] = int(digits)
+    return Pins(**given)  # type: ignore[arg-type]
+
+
 def plan_options(flags: Mapping[str, Any], compute: ComputeModel | None) -> PlanOptions:
     """The planner's options from a command's parsed flags (`click.Context.params`), the one
     place every planning command builds them; a flag the command lacks keeps its default."""
@@ -177,4 +207,5 @@ def plan_options(flags: Mapping[str, Any], compute: ComputeModel | None) -> Plan
             allow_all_gather=not flags.get("no_all_gather", False),
         ),
         compute=compute,
+        pins=parse_pins(flags.get("pins", ())),
     )

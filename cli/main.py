@@ -105,6 +105,15 @@ def cli() -> None:
 )
 @click.option("--remat", is_flag=True, help="The same as --recompute full.")
 @click.option(
+    "--pin",
+    "pins",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fix part of the configuration, repeatable: dp=N, tp=N (every stage's logical mesh "
+    "dp x tp, batch on dp), pp=N (device groups), vp=N (chunks per group), stages=N, "
+    "microbatch=N (samples per microbatch), recompute=none|full|auto.",
+)
+@click.option(
     "--zero/--no-zero",
     default=None,
     help="Shard optimizer state and gradients over the axes where a parameter is replicated "
@@ -137,6 +146,7 @@ def plan_command(
     objective: str,
     recompute: str,
     remat: bool,
+    pins: tuple[str, ...],
     jobs: int | None,
     ilp_time_limit: float,
     zero: bool | None,

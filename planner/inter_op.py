@@ -83,16 +83,18 @@ def dp_pipelines(
     num_devices: int,
     microbatches: int,
     gpus_per_host: int | None = None,
+    stage_count: int | None = None,
 ) -> list[PipelineSolution]:
     """The DP's pipeline for each bottleneck time t_max it enumerates, distinct, by pipeline
-    time (the first is `best_pipeline`'s).
+    time (the first is `best_pipeline`'s); with `stage_count`, only pipelines of that many
+    stages (a user's pin, `planner/pins.py`: the minimum is taken over F(stage_count, 0, D)).
 
     Feasibility grows with t_max, so the smallest feasible t_max is found by bisection; the
     enumeration then walks up from it until Alpa's early stop."""
     ordered = sorted(
         candidates, key=lambda c: (c.first, c.last, c.devices, c.time_s, c.submesh, c.key)
     )
-    table = _DpTable(ordered, num_layers, num_devices, gpus_per_host or num_devices)
+    table = _DpTable(ordered, num_layers, num_devices, gpus_per_host or num_devices, stage_count)
     times = sorted({c.time_s for c in ordered})
     low, high = 0, len(times)
     while low < high:  # the first t_max with any feasible pipeline
@@ -126,8 +128,10 @@ class _DpTable:
         num_layers: int,
         num_devices: int,
         gpus_per_host: int,
+        stage_count: int | None = None,
     ) -> None:
         self.candidates = candidates
+        self.stage_count = stage_count
         self.num_layers = num_layers
         self.num_devices = num_devices
         self.max_stages = min(num_layers, num_devices)
@@ -170,6 +174,9 @@ class _DpTable:
                         better, index, choice[1 : top + 1, first, n:]
                     )
         column = cost[1:, 0, devices]
+        if self.stage_count is not None:  # pinned: only that column counts
+            pinned = self.stage_count
+            column = np.where(np.arange(1, stages + 1) == pinned, column, np.inf)
         if not np.isfinite(column).any():
             return None
         s = int(np.argmin(column)) + 1  # the fewest stages among equal sums

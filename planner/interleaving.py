@@ -7,7 +7,8 @@ section 2.2; the schedule is `plans/schedules.py`). With equal chunks of forward
 b and free transfers the iteration is B v (f + b) + (G - 1)(f + b): the fill and drain shrink v
 times, for v times the transfers between groups.
 
-Searched per microbatch count, for every v in `VIRTUAL_STAGES` and every submesh shape that
+Searched per microbatch count, for every v in `VIRTUAL_STAGES` (or the one a user's pins imply,
+`virtual_stage_counts`) and every submesh shape that
 tiles the cluster into G >= 2 groups with G v <= L layers and B a multiple of G (the schedule
 sends groups of G microbatches through one chunk after another):
 
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.inter_op import Candidate
+from planner.pins import Pins
 from planner.pipeline_search import pipeline_model
 from planner.placement import Start, fits_at, starts_as
 from planner.stage_costs import RangePlan
@@ -74,21 +76,38 @@ def search_interleaved(
     submeshes: Sequence[tuple[int, int]],
     shape: ClusterShape,
     incumbent_s: float = math.inf,
+    pins: Pins | None = None,
 ) -> InterleavedPipeline | None:
     """The interleaved pipeline of the candidates (their plans by `key` in `plans`) with the
-    least simulated makespan below `incumbent_s` (module docstring), or None."""
+    least simulated makespan below `incumbent_s` (module docstring), or None; with `pins`, only
+    the group counts and chunks per group they allow (`planner/pins.py`)."""
+    pins = pins or Pins()
     options: dict[tuple[int, int, int, Start], list[RangePlan]] = {}
     for c in candidates:
         options.setdefault((c.first, c.last, c.submesh, c.start), []).append(plans[c.key])
     best: InterleavedPipeline | None = None
     best_s = incumbent_s
     for index, submesh in enumerate(submeshes):
-        for virtual_stages in VIRTUAL_STAGES:
+        groups = shape.num_devices // (submesh[0] * submesh[1])
+        for virtual_stages in virtual_stage_counts(groups, pins):
             for stages in _pipelines(options, index, submesh, virtual_stages, shape):
                 found = _evaluate(stages, virtual_stages, shape, best_s)
                 if found is not None and found.makespan_s < best_s:
                     best, best_s = found, found.makespan_s
     return best
+
+
+def virtual_stage_counts(groups: int, pins: Pins) -> tuple[int, ...]:
+    """The chunks per group searched for `groups` device groups: `VIRTUAL_STAGES`, or the one
+    count the pins imply (a pinned vp, or a pinned stage count over the groups)."""
+    if pins.vp is not None:
+        wanted: tuple[int, ...] = (pins.vp,) if pins.vp > 1 else ()
+    elif pins.stages is not None:
+        wanted = (pins.stages // groups,) if groups and pins.stages % groups == 0 else ()
+        wanted = tuple(v for v in wanted if v > 1)
+    else:
+        wanted = VIRTUAL_STAGES
+    return tuple(v for v in wanted if pins.allows_interleaved(groups, v))
 
 
 def _group_offsets(submesh: tuple[int, int], shape: ClusterShape) -> tuple[int, ...] | None:

@@ -16,6 +16,7 @@ from cost_models.compute import ComputeModel
 from cost_models.memory import OPTIMIZERS
 from planner.intra_op import IntraOpSettings
 from planner.mesh_shapes import SUBMESH_SPACES
+from planner.pins import Pins
 from planner.reshard import ReshardRules
 from planner.strategies import StrategyOptions
 
@@ -97,6 +98,9 @@ class PlanOptions:
     reshard: ReshardRules = field(default_factory=ReshardRules)
     # How op compute time is estimated; None: the GPU's datasheet roofline.
     compute: ComputeModel | None = None
+    # Parts of the configuration the user fixed (`--pin`, `planner/pins.py`); the search
+    # applies the microbatch and recompute pins to the fields above (`planner/search.py`).
+    pins: Pins = field(default_factory=Pins)
 
     def __post_init__(self) -> None:
         for name, kind in _ENUM_FIELDS:
@@ -146,7 +150,9 @@ class PlanOptions:
         )
 
     def record(self) -> dict[str, object]:
-        """The options as the plan records them (everything that can change a plan)."""
+        """The options as the plan records them (everything that can change a plan); the pins
+        only where some are set."""
+        pins: dict[str, object] = {"pins": self.pins.given} if self.pins.given else {}
         return {
             "search": str(self.search),
             "layers": self.layers,
@@ -162,6 +168,7 @@ class PlanOptions:
             "allow_all_to_all": self.reshard.allow_all_to_all,
             "allow_all_gather": self.reshard.allow_all_gather,
             "compute_model": "roofline" if self.compute is None else self.compute.describe(),
+            **pins,
         }
 
 

@@ -69,6 +69,7 @@ class _Shape:
     microbatches: int
     schedule: str
     warmup_extra: int
+    stage_count: int | None = None  # pinned (`planner/pins.py`): only pipelines of this many
 
 
 def pipeline_model(
@@ -148,13 +149,14 @@ def search_pipeline(
     schedule: str,
     warmup_extra: int = 0,
     incumbent_s: float = math.inf,
+    stage_count: int | None = None,
 ) -> SearchResult | None:
     """The training pipeline of `candidates` (their cost-table plans by `key` in `plans`) with
     the least simulated makespan, starting from the pipelines `starting` (module docstring);
     None when no pipeline fits or none beats `incumbent_s` (a makespan found elsewhere)."""
     shape = _Shape(
         num_layers, gpus_per_host * hosts, gpus_per_host, hosts, microbatches, schedule,
-        warmup_extra,
+        warmup_extra, stage_count,
     )  # fmt: skip
     search = _Search(candidates, plans, shape)
     search.best_s = incumbent_s
@@ -196,6 +198,8 @@ class _Search:
         """Simulate a complete pipeline and keep it if it is the fastest so far."""
         keys = tuple(c.key for c in pipeline)
         if keys in self.seen or not _fits_memory(pipeline, self.shape.warmup_extra):
+            return
+        if self.shape.stage_count not in (None, len(pipeline)):
             return
         self.seen.add(keys)
         self.simulated += 1
@@ -286,6 +290,8 @@ class _Search:
             complete, worst, np.maximum(self.prefix_worst[first, left], prefix + worst)
         )
         ok &= np.where(complete, used == n, True) & (bound < self.best_s)
+        if shape.stage_count is not None:  # pinned: complete at that count, never beyond
+            ok &= np.where(complete, later + 1 == shape.stage_count, later + 1 < shape.stage_count)
         return [(int(i), float(worst[i]), float(bound[i])) for i in np.flatnonzero(ok)]
 
 

@@ -19,15 +19,16 @@ from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph, Subgraph, split_batch
-from planner.inter_op import dp_pipelines
+from planner.inter_op import PipelineSolution, dp_pipelines
 from planner.interleaving import ClusterShape, search_interleaved
 from planner.intra_op import IntraOpSettings, StageSharding
 from planner.layers import LayerSlice, cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
-from planner.mesh_shapes import submesh_shapes
+from planner.mesh_shapes import submesh_shapes, whole_cluster
 from planner.microbatches import search_counts
 from planner.ops import cast_floats, unknown_op_types
 from planner.options import Objective, PlanOptions, Recompute, Schedule
+from planner.pins import pin_problem
 from planner.pipeline_search import PipelineObjective, search_pipeline
 from planner.placement import Start, place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
@@ -79,8 +80,20 @@ def plan_pipeshard(
     """Alpa's PipeshardParallel (module docstring)."""
     typed = cast_floats(graph, options.dtype)
     layers = cluster_layers(typed, options.layers)
+    problem = pin_problem(
+        options.pins, graph.batch_size, len(layers), cluster.num_devices, cluster.gpus_per_host
+    )
+    if problem is not None:
+        raise problem
     choice, tried = search_pipelines(typed, cluster, options, layers, progress, jobs)
     budget = options.memory_budget_bytes(cluster)
+    if choice is None and options.pins.given:
+        raise InfeasibleError(
+            f"no pipeline of the model's {len(layers)} layers under {options.pins.describe()} "
+            f"fits the budget of {_gib(budget)} per GPU "
+            f"({options.memory_fraction:.0%} of {_gib(cluster.gpu.memory_bytes)}); "
+            "drop or change a pin"
+        )
     if choice is None:
         raise InfeasibleError(
             f"no pipeline of the model's {len(layers)} layers fits: every stage candidate "
@@ -134,7 +147,7 @@ def search_pipelines(
     jobs: int = 1,
 ) -> tuple[PipelineChoice | None, list[CountRecord]]:
     """The fastest pipeline over the microbatch counts; and a record of each count tried."""
-    submeshes = submesh_shapes(cluster, options.submesh_space)
+    submeshes, shapes = pinned_submeshes(cluster, options)
     best: PipelineChoice | None = None
     records: list[CountRecord] = []
 
@@ -149,7 +162,7 @@ def search_pipelines(
             records.append(CountRecord(microbatches, "infeasible", memory_lower_bound_bytes=bound))
             return math.inf
         found, record = _search_count(
-            model, cluster, options, layers, settings, submeshes, best, progress, jobs
+            model, cluster, options, layers, settings, submeshes, shapes, best, progress, jobs
         )
         records.append(record)
         if found is None:
@@ -162,6 +175,20 @@ def search_pipelines(
     return best, records
 
 
+def pinned_submeshes(
+    cluster: Cluster, options: PlanOptions
+) -> tuple[tuple[tuple[int, int], ...], dict[tuple[int, int], tuple[tuple[int, int], ...]]]:
+    """The submeshes searched and, where the pins fix the logical mesh, the logical shapes of
+    each (`planner/pins.py`; a submesh with none is not searched, nor the whole cluster as one
+    stage there)."""
+    submeshes = submesh_shapes(cluster, options.submesh_space)
+    if not options.pins.pins_mesh:
+        return submeshes, {}
+    every = (*submeshes, whole_cluster(cluster))
+    shapes = {s: options.pins.logical_shapes(s, cluster.gpus_per_host) for s in every}
+    return tuple(s for s in submeshes if shapes[s]), shapes
+
+
 def _search_count(
     model: Subgraph,
     cluster: Cluster,
@@ -169,6 +196,7 @@ def _search_count(
     layers: tuple[LayerSlice, ...],
     settings: IntraOpSettings,
     submeshes: tuple[tuple[int, int], ...],
+    shapes: dict[tuple[int, int], tuple[tuple[int, int], ...]],
     best: PipelineChoice | None,
     progress: Progress | None,
     jobs: int,
@@ -176,7 +204,8 @@ def _search_count(
     """The fastest pipeline at one microbatch count (the DP over the cost table, or the whole
     model as one exact stage), and the record of the count."""
     microbatches = settings.microbatches
-    table = StageCostTable(model, layers, cluster, settings)
+    pins = options.pins
+    table = StageCostTable(model, layers, cluster, settings, shapes)
 
     def report(done: int, total: int) -> None:
         if progress is not None:
@@ -189,7 +218,9 @@ def _search_count(
     # submeshes where some plan without it cannot hold every microbatch.
     limited = [s for s in submeshes if s in table.memory_limited]
     if options.training and options.recompute is Recompute.AUTO and limited:
-        recompute_table = StageCostTable(model, layers, cluster, replace(settings, remat=True))
+        recompute_table = StageCostTable(
+            model, layers, cluster, replace(settings, remat=True), shapes
+        )
         recompute_table.solve_layers(tuple(limited), jobs, report)
         more, more_plans = recompute_table.candidates(limited, microbatches, options.schedule)
         index = {shape: k for k, shape in enumerate(submeshes)}
@@ -206,9 +237,12 @@ def _search_count(
         plans += more_plans
     objective = _objective(options, cluster, microbatches)
     solves = StageSolves()
-    solutions = dp_pipelines(
-        candidates, len(layers), cluster.num_devices, objective.weight, cluster.gpus_per_host
-    )
+    solutions: list[PipelineSolution] = []
+    if pins.vp in (None, 1):  # a pinned vp > 1 leaves only interleaved pipelines
+        solutions = dp_pipelines(
+            candidates, len(layers), cluster.num_devices, objective.weight,
+            cluster.gpus_per_host, pins.plain_stages,
+        )  # fmt: skip
     found: PipelineChoice | None = None
     simulated, proven = 0, True
     if solutions and options.training:
@@ -218,6 +252,7 @@ def _search_count(
             result = search_pipeline(
                 candidates, plans, starting, len(layers), cluster.gpus_per_host, cluster.hosts,
                 microbatches, str(options.schedule), warmup_extra, incumbent_s,
+                pins.plain_stages,
             )  # fmt: skip
             if result is not None:
                 simulated, proven = simulated + result.simulated, proven and result.proven
@@ -235,7 +270,7 @@ def _search_count(
             settings.memory_budget_bytes,
         )  # fmt: skip
         incumbent = found.objective_s if found is not None else math.inf
-        interleaved = search_interleaved(candidates, plans, submeshes, shape, incumbent)
+        interleaved = search_interleaved(candidates, plans, submeshes, shape, incumbent, pins)
         if interleaved is not None:
             found = PipelineChoice(
                 microbatches, interleaved.stages, interleaved.makespan_s, table, solves=solves,
@@ -248,7 +283,11 @@ def _search_count(
             recompute_table=recompute_table,
         )  # fmt: skip
     limit_s = min(found.objective_s if found else math.inf, best.objective_s if best else math.inf)
-    whole = exact_one_stage(table, cluster, settings, options.schedule, objective, limit_s, solves)
+    whole = None
+    if pins.allows_one_stage:
+        whole = exact_one_stage(
+            table, cluster, settings, options.schedule, objective, limit_s, solves
+        )
     if whole is not None:
         found = PipelineChoice(
             microbatches, (whole.plan,), whole.objective_s, table, {0: whole.sharding}, solves

@@ -29,7 +29,7 @@ from cost_models.mesh import LogicalMesh
 from planner.graph import Subgraph
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.intra_op_ilp import CutoffExceeded, MemoryInfeasible
-from planner.mesh_shapes import logical_shapes, whole_cluster
+from planner.mesh_shapes import whole_cluster
 from planner.options import Schedule
 from planner.pipeline_search import PipelineObjective
 from planner.pipeline_time import in_flight
@@ -139,7 +139,7 @@ def exact_one_stage(
     model = table.model.slice(table.layers[0].start, table.layers[last].stop)
     best: WholeStage | None = None
     composed = table.range_plans(0, last, whole)
-    for shape in logical_shapes(whole, cluster.gpus_per_host):
+    for shape in table.shapes_of(whole):
         plans = [plan for plan in composed if plan.mesh.shape == shape]
         if not plans:
             continue
@@ -185,7 +185,7 @@ def polish_stages(
         holds = in_flight(index, len(stages), microbatches, schedule, objective.warmup_extra)
         stage_settings = replace(settings, in_flight=holds)
         composed = table.range_plans(plan.first, plan.last, plan.submesh, plan.start)
-        shapes = logical_shapes(plan.submesh, cluster.gpus_per_host)
+        shapes = table.shapes_of(plan.submesh)
         for shape in (plan.mesh.shape, *(s for s in shapes if s != plan.mesh.shape)):
             own = current[index]
             cutoff = (microbatches * own.block_s + own.iteration_s) * (1 - POLISH_MARGIN)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph
-from planner.options import PlanOptions, Recompute, Search
+from planner.options import PlanOptions, Recompute, Schedule, Search
 from planner.pipeshard import plan_pipeshard
 from planner.progress import Progress
 from planner.shard_parallel import plan_intra_only
@@ -34,6 +34,7 @@ def plan(
 
     `progress(what, done, total)` hears of the work as it goes; `jobs` processes solve layer
     ILPs at once (the plan does not depend on it; `planner/workers.py`)."""
+    options = with_pins(options, graph.batch_size)
     # A count that cannot split the batch is a flag that cannot mean anything (bad input, exit
     # 2), not a model that does not fit (exit 3).
     if options.microbatches is not None and graph.batch_size % options.microbatches:
@@ -54,6 +55,12 @@ def plan(
             )  # fmt: skip
         options = replace(options, microbatches=1)
     if options.search is Search.INTRA_ONLY:
+        for name in ("pp", "vp", "stages"):
+            value = getattr(options.pins, name)
+            if value not in (None, 1):
+                raise InputError(
+                    f"--pin {name}={value}", "", "1 with --intra-only (one stage)", str(value)
+                )
         if options.recompute is Recompute.FULL:
             raise InputError(
                 "--recompute", "", "the full search (recomputation works per layer)",
@@ -63,6 +70,53 @@ def plan(
             graph, cluster, replace(options, microbatches=options.microbatches or 1)
         )
     return plan_pipeshard(graph, cluster, options, progress, jobs)
+
+
+def with_pins(options: PlanOptions, batch_size: int) -> PlanOptions:
+    """`options` with the pins that set one of its fields applied (`planner/pins.py`): the
+    microbatch size fixes the microbatch count, the recompute pin the recompute mode, and a
+    pinned logical mesh puts the batch on its first axis. `InputError` naming the pin where it
+    contradicts a flag or cannot hold."""
+    pins = options.pins
+    if pins.microbatch is not None:
+        if batch_size % pins.microbatch:
+            raise InputError(
+                f"--pin microbatch={pins.microbatch}", "",
+                f"a divisor of the batch size {batch_size}", str(pins.microbatch),
+            )  # fmt: skip
+        count = batch_size // pins.microbatch
+        if options.microbatches not in (None, count):
+            raise InputError(
+                f"--pin microbatch={pins.microbatch}", "",
+                f"{batch_size} / --microbatches {options.microbatches} samples per microbatch",
+                str(pins.microbatch),
+            )  # fmt: skip
+        options = replace(options, microbatches=count)
+    if pins.recompute is not None:
+        wanted = Recompute(pins.recompute)
+        if options.recompute not in (Recompute.AUTO, wanted):
+            raise InputError(
+                f"--pin recompute={pins.recompute}", "", f"--recompute {pins.recompute} or auto",
+                f"--recompute {options.recompute}",
+            )  # fmt: skip
+        options = replace(options, recompute=wanted)
+    if pins.pins_mesh:
+        strategy = options.strategy
+        if strategy.force_batch_dim_to_mesh_dim == 1 or strategy.force_data_parallel:
+            flag = "--force-data-parallel" if strategy.force_data_parallel else (
+                "--force-batch-dim-to-mesh-dim 1")  # fmt: skip
+            raise InputError(
+                "--pin dp / tp", "", "the batch on the first axis of the pinned mesh", flag
+            )
+        options = replace(options, strategy=replace(strategy, force_batch_dim_to_mesh_dim=0))
+    if pins.vp not in (None, 1) and (
+        not options.training or options.schedule is not Schedule.ONE_F_ONE_B
+    ):
+        raise InputError(
+            f"--pin vp={pins.vp}", "", "1f1b training (interleaving is a 1F1B schedule)",
+            f"{options.mode} with {options.schedule}",
+        )  # fmt: skip
+    return options
 
 
 def _batch_splits(graph: Graph) -> bool:

@@ -22,7 +22,7 @@ from planner.mesh_shapes import logical_shapes, whole_cluster
 from planner.ops import cast_floats, unknown_op_types
 from planner.options import PlanOptions
 from planner.plan_assembly import assemble_plan, stage_from_sharding
-from plans.errors import InfeasibleError
+from plans.errors import InfeasibleError, InputError
 from plans.plan import MeshRecord, Plan, SearchReport
 
 
@@ -63,7 +63,16 @@ def plan_intra_only(graph: Graph, cluster: Cluster, options: PlanOptions) -> Pla
     attempts: list[MeshAttempt] = []
     best_s = math.inf
     whole = whole_cluster(cluster)
-    for shape in logical_shapes(whole, cluster.gpus_per_host):
+    shapes = logical_shapes(whole, cluster.gpus_per_host)
+    if options.pins.pins_mesh:
+        shapes = options.pins.logical_shapes(whole, cluster.gpus_per_host)
+        if not shapes:
+            raise InputError(
+                options.pins.describe(), "",
+                f"a logical mesh dp x tp of the cluster's {cluster.num_devices} GPUs",
+                "no such mesh",
+            )  # fmt: skip
+    for shape in shapes:
         mesh = logical_mesh(cluster, whole, shape)
         try:
             sharding = solve_stage(

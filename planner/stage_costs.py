@@ -67,7 +67,7 @@ def solve_layer_on_submesh(
     tighter budgets (`LEVEL_FRACTIONS`)."""
     unlimited = replace(settings, memory_budget_bytes=math.inf, in_flight=1)
     result: dict[tuple[int, int], list[LayerPlan]] = {}
-    for shape in shapes or logical_shapes(submesh, cluster.gpus_per_host):
+    for shape in shapes if shapes is not None else logical_shapes(submesh, cluster.gpus_per_host):
         mesh = logical_mesh(cluster, submesh, shape)
         prepared = prepare_stage(layer, mesh, cluster.gpu, unlimited)
         try:
@@ -204,7 +204,9 @@ class StageCostTable:
 
     def shapes_of(self, submesh: tuple[int, int]) -> tuple[tuple[int, int], ...]:
         """The logical shapes this table solves `submesh` on."""
-        return self._shapes.get(submesh) or logical_shapes(submesh, self.cluster.gpus_per_host)
+        if submesh in self._shapes:
+            return self._shapes[submesh]
+        return logical_shapes(submesh, self.cluster.gpus_per_host)
 
     def layer(self, index: int) -> Subgraph:
         """Layer `index` as a subgraph of the model."""

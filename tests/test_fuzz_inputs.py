@@ -288,3 +288,26 @@ def test_random_seeded_plan_bytes_never_crash(
             corrupted[rng.randrange(len(corrupted))] = rng.randrange(256)
         plan.write_bytes(bytes(corrupted))
         _run(capsys, ["show", str(plan)], tmp_path / "none.json")
+
+
+PIN_TEXT = st.one_of(
+    st.builds(
+        "{}={}".format,
+        st.sampled_from(["dp", "tp", "pp", "vp", "stages", "microbatch", "recompute", "x", ""]),
+        st.one_of(st.integers(-2, 9).map(str), st.sampled_from(["full", "auto", "", "1e3"]),
+                  st.text(max_size=6)),
+    ),
+    st.text(max_size=12),
+)  # fmt: skip
+
+
+@FUZZ
+@given(pins=st.lists(PIN_TEXT, max_size=3), intra_only=st.booleans())
+def test_random_pins_never_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pins: list[str], intra_only: bool
+) -> None:
+    out = tmp_path / "plan.json"
+    out.unlink(missing_ok=True)
+    flags = [part for pin in pins for part in ("--pin", pin)]
+    flags += ["--intra-only"] if intra_only else []
+    _run(capsys, [str(MLP_TINY), str(P3), *QUICK, *flags, "-o", str(out)], out)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.inter_op import Candidate, best_pipeline, pipeline_time_s
+from planner.inter_op import Candidate, best_pipeline, dp_pipelines, pipeline_time_s
 from planner.placement import Start, fits_at, starts_as
 
 
@@ -28,9 +28,11 @@ def _exhaustive(
     num_devices: int,
     microbatches: int,
     gpus_per_host: int | None = None,
+    stage_count: int | None = None,
 ) -> float | None:
-    """Every sequence of candidates that covers the layers in order with exactly all devices,
-    each placed in order where it fits and starts as it says (`planner/placement.py`)."""
+    """Every sequence of candidates (of `stage_count` stages, where given) that covers the
+    layers in order with exactly all devices, each placed in order where it fits and starts
+    as it says (`planner/placement.py`)."""
     g = gpus_per_host or num_devices
     best = None
     by_first: dict[int, list[Candidate]] = {}
@@ -40,7 +42,7 @@ def _exhaustive(
     def extend(first: int, devices: int, chosen: list[Candidate]) -> None:
         nonlocal best
         if first == num_layers:
-            if devices == 0:
+            if devices == 0 and stage_count in (None, len(chosen)):
                 stages = len(chosen)
                 if all(c.max_following >= stages - 1 - k for k, c in enumerate(chosen)):
                     total = pipeline_time_s(chosen, microbatches)
@@ -101,6 +103,21 @@ def test_dp_equals_exhaustive_enumeration(
     assert pipeline_time_s(found.stages, microbatches) == pytest.approx(found.iteration_s)
     assert sum(stage.devices for stage in found.stages) == num_devices
     assert [s.first for s in found.stages] == [0] + [s.last + 1 for s in found.stages[:-1]]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(instances(), st.integers(1, 6))
+def test_dp_at_a_pinned_stage_count_equals_exhaustive_enumeration(
+    instance: tuple[list[Candidate], int, int, int], stage_count: int
+) -> None:
+    candidates, num_layers, num_devices, microbatches = instance
+    expected = _exhaustive(candidates, num_layers, num_devices, microbatches, None, stage_count)
+    found = dp_pipelines(candidates, num_layers, num_devices, microbatches, None, stage_count)
+    if expected is None:
+        assert found == []
+        return
+    assert all(len(solution.stages) == stage_count for solution in found)
+    assert found[0].iteration_s == pytest.approx(expected)
 
 
 @st.composite

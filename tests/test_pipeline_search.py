@@ -94,9 +94,11 @@ def _brute_force(
     gpus_per_host: int,
     microbatches: int,
     schedule: str,
+    stage_count: int | None = None,
 ) -> float:
-    """The least simulated makespan over every sequence of candidates that covers the layers
-    and the devices, placed in order, each holding what its place in the pipeline means."""
+    """The least simulated makespan over every sequence of candidates (of `stage_count` stages,
+    where given) that covers the layers and the devices, placed in order, each holding what its
+    place in the pipeline means."""
     by_first: dict[int, list[Candidate]] = {}
     for c in candidates:
         by_first.setdefault(c.first, []).append(c)
@@ -106,7 +108,7 @@ def _brute_force(
     def extend(pipeline: tuple[Candidate, ...], layer: int, used: int) -> None:
         nonlocal best
         if layer == layers:
-            if used != devices:
+            if used != devices or stage_count not in (None, len(pipeline)):
                 return
             if any(len(pipeline) - 1 - k > c.max_following for k, c in enumerate(pipeline)):
                 return
@@ -155,6 +157,28 @@ def test_the_search_finds_the_least_simulated_makespan(
         [plans[c.key] for c in found.stages], gpus_per_host, hosts, microbatches, schedule
     )
     assert simulate(model).makespan_s == found.makespan_s
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(_instances(), st.integers(1, 4))
+def test_the_search_at_a_pinned_stage_count_finds_the_least_makespan_of_that_count(
+    instance: tuple[list[Candidate], list[RangePlan], int, int, int, int], stage_count: int
+) -> None:
+    candidates, plans, layers, hosts, gpus_per_host, microbatches = instance
+    expected = _brute_force(
+        candidates, plans, layers, hosts, gpus_per_host, microbatches, "1f1b", stage_count
+    )
+    devices = hosts * gpus_per_host
+    solutions = dp_pipelines(candidates, layers, devices, microbatches, gpus_per_host, stage_count)
+    found = search_pipeline(
+        candidates, plans, [s.stages for s in solutions], layers, gpus_per_host, hosts,
+        microbatches, "1f1b", stage_count=stage_count,
+    )  # fmt: skip
+    if math.isinf(expected):
+        assert found is None
+        return
+    assert found is not None and found.proven and len(found.stages) == stage_count
+    assert math.isclose(found.makespan_s, expected, rel_tol=1e-12)
 
 
 def test_brute_force_sees_every_cut() -> None:

@@ -467,8 +467,8 @@ def megatron(
     options: PlanOptions,
     context: BaselineContext | None = None,
 ) -> Baseline:
-    """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, B), each priced as
-    `alpa-plan evaluate` prices it."""
+    """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, distributed optimizer,
+    B), each priced as `alpa-plan evaluate` prices it."""
     tables = ConfigTables(graph, cluster, options)
     best = _Best(options.memory_budget_bytes(cluster))
     layers = len(tables.layers)
@@ -477,10 +477,21 @@ def megatron(
             if vp > 1 and (pp == 1 or pp * vp > layers or not options.training):
                 continue
             for recompute in megatron_recomputes(options):
-                config = ParallelConfig(dp, tp, pp, 1, vp, recompute)
-                objective_s = _megatron_objective(graph, cluster, options, tables, best, config)
-                search_counts(graph.batch_size, options.microbatches, objective_s)
+                for zero in megatron_zero_stages(options, dp):
+                    config = ParallelConfig(dp, tp, pp, 1, vp, recompute, zero)
+                    objective_s = _megatron_objective(graph, cluster, options, tables, best, config)
+                    search_counts(graph.batch_size, options.microbatches, objective_s)
     return best.result("megatron")
+
+
+def megatron_zero_stages(options: PlanOptions, dp: int) -> tuple[int, ...]:
+    """The optimizer layouts the Megatron-LM baseline tries: without and with its distributed
+    optimizer (`--use-distributed-optimizer`, ZeRO-1 over the data-parallel replicas), the
+    latter only where there are replicas to shard over, in training, and unless the options
+    turn ZeRO off."""
+    if dp == 1 or not options.training or options.strategy.zero == "off":
+        return (0,)
+    return (0, 1)
 
 
 def _megatron_objective(
@@ -503,6 +514,7 @@ def _megatron_objective(
         found = evaluate_config(graph, cluster, options, config, tables=tables,
                                 algorithm="baseline: megatron")  # fmt: skip
         recorded: dict[str, JsonValue] = {**config.record(), "microbatches": microbatches}
+        recorded["distributed_optimizer"] = config.zero == 1
         del recorded["microbatch_size"], recorded["zero"]
         best.offer(found.plan, recorded)
         return found.plan.estimate.iteration_time_s if found.fits else math.inf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -116,28 +117,50 @@ def test_even_split_by_hand() -> None:
 
 
 def test_megatron_baseline_is_the_best_configuration_it_enumerates(gpt: Graph) -> None:
-    """Brute force: the baseline equals the fastest fitting (dp, tp, pp, vp, recompute) at the
-    fixed microbatch count, each priced by `evaluate_config`."""
+    """Brute force: the baseline equals the fastest fitting (dp, tp, pp, vp, recompute,
+    distributed optimizer) at the fixed microbatch count, each priced by `evaluate_config`."""
     from planner.baselines import MEGATRON_VIRTUAL_STAGES, megatron_configurations
 
     cluster, options = v100_cluster(2, 4), PlanOptions(microbatches=4)
     tables = ConfigTables(gpt, cluster, options)
     times = []
     for dp, tp, pp in megatron_configurations(cluster, len(tables.layers)):
-        for vp in MEGATRON_VIRTUAL_STAGES:
-            for recompute in ("none", "full"):
-                config = ParallelConfig(dp, tp, pp, 64 // (dp * 4), vp, recompute)  # type: ignore[arg-type]
-                if 64 % (dp * 4) or (vp > 1 and pp == 1):
-                    continue
-                if config_problem(config, gpt, cluster, options, len(tables.layers)):
-                    continue
-                found = evaluate_config(gpt, cluster, options, config, tables=tables)
-                if found.fits:
-                    times.append(found.plan.estimate.iteration_time_s)
+        for vp, recompute, zero in itertools.product(
+            MEGATRON_VIRTUAL_STAGES, ("none", "full"), (0, 1)
+        ):
+            config = ParallelConfig(dp, tp, pp, 64 // (dp * 4), vp, recompute, zero)  # type: ignore[arg-type]
+            if 64 % (dp * 4) or (vp > 1 and pp == 1):
+                continue
+            if config_problem(config, gpt, cluster, options, len(tables.layers)):
+                continue
+            found = evaluate_config(gpt, cluster, options, config, tables=tables)
+            if found.fits:
+                times.append(found.plan.estimate.iteration_time_s)
     baseline = megatron(gpt, cluster, options)
     assert baseline.fits and times
     assert baseline.iteration_time_s == min(times)
-    assert {"dp", "tp", "pp", "vp", "recompute", "microbatches"} <= set(baseline.parameters)
+    wanted = {"dp", "tp", "pp", "vp", "recompute", "distributed_optimizer", "microbatches"}
+    assert wanted <= set(baseline.parameters)
+
+
+def test_the_distributed_optimizer_shards_optimizer_state_over_the_replicas(gpt: Graph) -> None:
+    # Known answer: Adam in mixed precision holds 12 bytes of optimizer state (float32 master,
+    # m, v) per 2-byte float16 weight. ZeRO-1 over dp = 4 replicas keeps a quarter of the state
+    # of the weights a GPU holds (those tensor parallelism leaves replicated over its 2 GPUs,
+    # such as LayerNorm's, are sharded over those too: an eighth); the weights and gradients
+    # stay whole. (The ILP may choose other splits when state is cheaper: compare per plan.)
+    cluster, options = v100_cluster(2, 4), PlanOptions()
+    tables = ConfigTables(gpt, cluster, options)
+    plain, sharded = (
+        evaluate_config(gpt, cluster, options, ParallelConfig(4, 2, 1, 4, zero=z), tables=tables)
+        for z in (0, 1)
+    )
+    before, after = (e.plan.stages[0].memory for e in (plain, sharded))
+    assert before.optimizer_bytes == 6 * before.parameters_bytes
+    assert before.gradients_bytes == before.parameters_bytes
+    assert after.gradients_bytes == after.parameters_bytes  # ZeRO-1 keeps whole gradients
+    assert 6 * after.parameters_bytes / 8 <= after.optimizer_bytes <= 6 * after.parameters_bytes / 4
+    assert sharded.plan.estimate.peak_memory_bytes < plain.plan.estimate.peak_memory_bytes
 
 
 def _evaluate(tmp_path: Path, *flags: str) -> list[str]:

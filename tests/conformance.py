@@ -130,9 +130,10 @@ def binding_flags(case: Case) -> list[str]:
             if dim.HasField("dim_value") or not dim.dim_param:
                 continue
             stored = arrays[index].shape if index < len(arrays) else ()
-            bound.setdefault(
-                dim.dim_param, stored[position] if position < len(stored) else DEFAULT_DIM
-            )
+            # An empty stored input (test_sequence_model8's) binds no size: a batch or a
+            # dimension of 0 is bad input (`--batch-size 0`), refused before the model is read.
+            size = stored[position] if position < len(stored) else 0
+            bound.setdefault(dim.dim_param, size if size > 0 else DEFAULT_DIM)
     if not bound:
         return []
     first = data_inputs[0].type.tensor_type.shape.dim

@@ -468,7 +468,7 @@ def test_counts_the_memory_bound_skips_fit_no_pipeline(tmp_path: Path) -> None:
         model = typed.subgraph(tensors=split_batch(typed.tensors, count))
         bound = memory_lower_bound_bytes(model, layers, settings)
         choice, _ = _search_count(
-            model, small, options, layers, settings, ((1, 1), (1, 2)), None, None, 1
+            model, small, options, layers, settings, ((1, 1), (1, 2)), {}, None, None, 1
         )
         if bound > small.num_devices * settings.memory_budget_bytes:
             skipped.append(count)

@@ -14,9 +14,12 @@ parallelisation strategies, not cost models.
 - Megatron-LM 3D parallelism: pp device groups of dp x tp GPUs with the logical mesh (dp, tp),
   tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where it finds Megatron's
   column-then-row splits), the layers in pp x vp chunks of equal counts, recomputation in every
-  stage or none, no ZeRO, each priced as `alpa-plan evaluate` prices it
-  (`planner/configuration.py`); the best (dp, tp, pp, vp, recompute, B);
-- DeepSpeed: one stage, mesh (dp, tp), batch on axis 0, ZeRO always; the best (tp, B);
+  stage or none, with or without the distributed optimizer (ZeRO-1), each priced as `alpa-plan
+  evaluate` prices it (`planner/configuration.py`); the best (dp, tp, pp, vp, recompute,
+  distributed optimizer, B);
+- DeepSpeed: one stage, mesh (dp, tp) with tp inside a host, batch on axis 0, ZeRO stage 1, 2
+  or 3 for every parameter, recomputation in every layer or none, priced as `alpa-plan
+  evaluate` prices it; the best (tp, ZeRO stage, recompute, B);
 - intra-op only: Alpa's ShardParallel (`planner.search.plan_intra_only`), the best B;
 - inter-op only: the full pipeline search with every stage data parallel.
 
@@ -387,22 +390,26 @@ def deepspeed(
     cluster: Cluster,
     options: PlanOptions,
     context: BaselineContext | None = None,
+    tables: ConfigTables | None = None,
 ) -> Baseline:
-    """ZeRO data parallelism plus tensor parallelism inside a host, no pipeline."""
-    context = context or BaselineContext(graph, cluster, options)
-    meshes = [
-        (cluster.num_devices // tp, tp)
-        for tp in tensor_parallel_degrees(cluster)
-        if cluster.num_devices % tp == 0
-    ]
-    strategy = StrategyOptions(zero="on", force_batch_dim_to_mesh_dim=0)
-    return _one_stage(
-        context,
-        "deepspeed",
-        meshes,
-        strategy,
-        lambda shape: {"dp": shape[0], "tp": shape[1], "zero": "on"},
-    )
+    """DeepSpeed: ZeRO data parallelism (stage 1, 2 or 3 for every parameter) plus tensor
+    parallelism inside a host, no pipeline, recomputation in every layer or none; each priced
+    as `alpa-plan evaluate` prices it; the best (tp, ZeRO stage, recompute, B)."""
+    tables = tables or ConfigTables(graph, cluster, options)
+    best = _Best(options.memory_budget_bytes(cluster))
+    n = cluster.num_devices
+    zero_stages = (0,) if options.strategy.zero == "off" or not options.training else (1, 2, 3)
+    for tp in tensor_parallel_degrees(cluster):
+        if n % tp:
+            continue
+        for recompute in megatron_recomputes(options):
+            for zero in zero_stages if n // tp > 1 else (0,):
+                config = ParallelConfig(n // tp, tp, 1, 1, 1, recompute, zero)
+                objective_s = _config_objective(
+                    graph, cluster, options, tables, best, config, "deepspeed"
+                )
+                search_counts(graph.batch_size, options.microbatches, objective_s)
+    return best.result("deepspeed")
 
 
 def megatron_configurations(cluster: Cluster, num_layers: int) -> tuple[tuple[int, int, int], ...]:
@@ -466,10 +473,11 @@ def megatron(
     cluster: Cluster,
     options: PlanOptions,
     context: BaselineContext | None = None,
+    tables: ConfigTables | None = None,
 ) -> Baseline:
     """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, distributed optimizer,
     B), each priced as `alpa-plan evaluate` prices it."""
-    tables = ConfigTables(graph, cluster, options)
+    tables = tables or ConfigTables(graph, cluster, options)
     best = _Best(options.memory_budget_bytes(cluster))
     layers = len(tables.layers)
     for dp, tp, pp in megatron_configurations(cluster, layers):
@@ -479,7 +487,9 @@ def megatron(
             for recompute in megatron_recomputes(options):
                 for zero in megatron_zero_stages(options, dp):
                     config = ParallelConfig(dp, tp, pp, 1, vp, recompute, zero)
-                    objective_s = _megatron_objective(graph, cluster, options, tables, best, config)
+                    objective_s = _config_objective(
+                        graph, cluster, options, tables, best, config, "megatron"
+                    )
                     search_counts(graph.batch_size, options.microbatches, objective_s)
     return best.result("megatron")
 
@@ -494,16 +504,18 @@ def megatron_zero_stages(options: PlanOptions, dp: int) -> tuple[int, ...]:
     return (0, 1)
 
 
-def _megatron_objective(
+def _config_objective(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
     tables: ConfigTables,
     best: _Best,
     shape: ParallelConfig,
+    name: str,
 ) -> Callable[[int], float]:
-    """The microbatch search's objective for one Megatron-LM configuration (`shape`, whose
-    microbatch size each count sets): its iteration time, inf when it cannot run or fit."""
+    """The microbatch search's objective for one fixed configuration of baseline `name`
+    (`shape`, whose microbatch size each count sets): its iteration time, inf when it cannot
+    run or fit."""
 
     def objective_s(microbatches: int) -> float:
         if graph.batch_size % (shape.dp * microbatches):
@@ -512,10 +524,16 @@ def _megatron_objective(
         if config_problem(config, graph, cluster, options, len(tables.layers)) is not None:
             return math.inf
         found = evaluate_config(graph, cluster, options, config, tables=tables,
-                                algorithm="baseline: megatron")  # fmt: skip
+                                algorithm=f"baseline: {name}")  # fmt: skip
         recorded: dict[str, JsonValue] = {**config.record(), "microbatches": microbatches}
-        recorded["distributed_optimizer"] = config.zero == 1
-        del recorded["microbatch_size"], recorded["zero"]
+        del recorded["microbatch_size"]
+        if name == "megatron":
+            recorded["distributed_optimizer"] = config.zero == 1
+            del recorded["zero"]
+        else:  # one stage
+            for key in ("pp", "vp"):
+                del recorded[key]
+            recorded["logical_mesh"] = (config.dp, config.tp)
         best.offer(found.plan, recorded)
         return found.plan.estimate.iteration_time_s if found.fits else math.inf
 
@@ -581,12 +599,13 @@ def all_baselines(
     """Every baseline of `only` (in `BASELINES` order). `options.microbatches`, when set, fixes
     the microbatch count of every baseline."""
     context = BaselineContext(graph, cluster, options)
+    tables = ConfigTables(graph, cluster, options)  # shared: both price fixed configurations
     builders: dict[str, Callable[[], Baseline]] = {
         "data-parallel": lambda: data_parallel(graph, cluster, options, "off", context),
         "zero2": lambda: data_parallel(graph, cluster, options, "zero2", context),
         "zero3": lambda: data_parallel(graph, cluster, options, "zero3", context),
-        "megatron": lambda: megatron(graph, cluster, options, context),
-        "deepspeed": lambda: deepspeed(graph, cluster, options, context),
+        "megatron": lambda: megatron(graph, cluster, options, context, tables),
+        "deepspeed": lambda: deepspeed(graph, cluster, options, context, tables),
         "intra-only": lambda: intra_only(graph, cluster, options),
         "inter-only": lambda: inter_only(graph, cluster, options, jobs),
     }

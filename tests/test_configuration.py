@@ -143,6 +143,36 @@ def test_megatron_baseline_is_the_best_configuration_it_enumerates(gpt: Graph) -
     assert wanted <= set(baseline.parameters)
 
 
+def test_deepspeed_baseline_is_the_best_zero_configuration_it_enumerates(gpt: Graph) -> None:
+    """Brute force: one stage of (dp, tp), tp inside a host, ZeRO stage 1, 2 or 3, recompute
+    or not, at the fixed microbatch count; the baseline is the fastest that fits."""
+    from planner.baselines import deepspeed, tensor_parallel_degrees
+
+    cluster, options = v100_cluster(2, 4), PlanOptions(microbatches=4)
+    tables = ConfigTables(gpt, cluster, options)
+    times = {}
+    for tp, zero, recompute in itertools.product(
+        tensor_parallel_degrees(cluster), (1, 2, 3), ("none", "full")
+    ):
+        dp = 8 // tp
+        config = ParallelConfig(dp, tp, 1, 64 // (dp * 4), 1, recompute, zero)  # type: ignore[arg-type]
+        if 64 % (dp * 4) or config_problem(config, gpt, cluster, options, len(tables.layers)):
+            continue
+        found = evaluate_config(gpt, cluster, options, config, tables=tables)
+        if found.fits:
+            times[(tp, zero, recompute)] = found.plan.estimate.iteration_time_s
+    baseline = deepspeed(gpt, cluster, options)
+    assert baseline.fits and times
+    assert baseline.iteration_time_s == min(times.values())
+    chosen = (
+        baseline.parameters["tp"],
+        baseline.parameters["zero"],
+        baseline.parameters["recompute"],
+    )
+    assert times[chosen] == baseline.iteration_time_s  # type: ignore[index]
+    assert baseline.plan is not None and len(baseline.plan.stages) == 1
+
+
 def test_the_distributed_optimizer_shards_optimizer_state_over_the_replicas(gpt: Graph) -> None:
     # Known answer: Adam in mixed precision holds 12 bytes of optimizer state (float32 master,
     # m, v) per 2-byte float16 weight. ZeRO-1 over dp = 4 replicas keeps a quarter of the state

@@ -24,6 +24,7 @@ from planner.search import plan, with_pins
 from planner.strategies import StrategyOptions
 from plans.check import check_plan
 from plans.errors import InfeasibleError, InputError
+from plans.io import plan_from_json, plan_to_json
 from plans.timeline import pipeline_timeline
 
 BATCH = 64
@@ -174,7 +175,9 @@ def test_pins_on_the_command_line(
     out = tmp_path / "plan.json"
     base = [str(model_path), str(cluster_file), "--batch-size", str(BATCH), "--jobs", "1"]
     assert main([*base, "--pin", "pp=2", "--pin", "tp=2", "-o", str(out)]) == 0
-    written = json.loads(out.read_text())
+    text = out.read_text()
+    written = json.loads(text)
+    assert plan_to_json(plan_from_json(text, str(out))) == text  # the pins survive a round trip
     assert written["planner"]["options"]["pins"] == {"pp": 2, "tp": 2}
     assert [s["logical_mesh"][1] for s in written["stages"]] == [2, 2]
     out.unlink()

@@ -53,7 +53,14 @@ import onnx_ir as ir
 import onnxscript.optimizer
 import torch
 from torch import nn
-from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    OPTConfig,
+    OPTForCausalLM,
+)
 from transformers.initialization import no_init_weights
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "models"
@@ -288,6 +295,33 @@ def export_gpt(path: Path, hidden: int, layers: int, heads: int, seq: int, vocab
     onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
     cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
     return _entry(path, "gpt", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
+
+
+# --------------------------------------------------------------------------------------
+# OPT (transformers' stock OPTForCausalLM, Meta's OPT family)
+# --------------------------------------------------------------------------------------
+
+
+def export_opt(
+    path: Path, hidden: int, layers: int, heads: int, seq: int, vocab: int = 50272
+) -> Entry:
+    """Stock ``OPTForCausalLM`` called with ``input_ids[batch, seq]`` only (the causal mask is
+    built in the graph), dynamic batch; OPT's feed-forward is 4 x hidden."""
+    config = OPTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        ffn_dim=4 * hidden,
+        max_position_embeddings=seq,
+        vocab_size=vocab,
+        word_embed_proj_dim=hidden,
+        use_cache=False,
+    )
+    model = build(OPTForCausalLM, config)
+    example = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.int64, device="meta")
+    onnx_model = export_dynamo(model, (example,), {}, {"input_ids": BATCH_AXIS}, path)
+    cfg = {"hidden": hidden, "layers": layers, "heads": heads, "seq": seq, "vocab": vocab}
+    return _entry(path, "opt", cfg, model, onnx_model, {"input_ids": ["batch", seq]})
 
 
 # --------------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ def test_direct_construction_rejects_nonsense(make: object) -> None:
     ("file_name", "hosts", "num_devices", "memory_bytes", "dtypes"),
     [
         ("aws-p3.16xlarge.yaml", 4, 32, 16 * 2**30, ("float16", "float32")),
+        ("aws-p3.8xlarge.yaml", 4, 16, 16 * 2**30, ("float16", "float32")),
         (
             "aws-p4d.24xlarge.yaml",
             2,
@@ -130,7 +131,6 @@ def test_every_preset_loads_with_its_devices_and_memory(
     cluster = load_cluster(CLUSTERS / file_name)
     assert cluster.name == file_name.removesuffix(".yaml")
     assert cluster.hosts == hosts
-    assert cluster.gpus_per_host == 8
     assert cluster.num_devices == num_devices
     assert cluster.gpu.memory_bytes == memory_bytes
     assert cluster.gpu.dtypes == dtypes
@@ -141,6 +141,7 @@ def test_every_preset_loads_with_its_devices_and_memory(
 def test_the_presets_are_all_tested() -> None:
     assert sorted(path.name for path in CLUSTERS.glob("*.yaml")) == [
         "aws-p3.16xlarge.yaml",
+        "aws-p3.8xlarge.yaml",
         "aws-p4d.24xlarge.yaml",
         "dgx-h100.yaml",
     ]
@@ -150,6 +151,9 @@ def test_preset_figures_from_the_datasheets() -> None:
     p3 = load_cluster(CLUSTERS / "aws-p3.16xlarge.yaml")
     assert p3.gpu.peak_flops("float16") == 125e12
     assert p3.inter_host.bandwidth_bytes_per_s == 25e9 / 8 / 8  # 25 Gbit/s NIC / 8 GPUs
+    p3_8 = load_cluster(CLUSTERS / "aws-p3.8xlarge.yaml")
+    assert p3_8.gpus_per_host == 4
+    assert p3_8.inter_host.bandwidth_bytes_per_s == 10e9 / 8 / 4  # 10 Gbit/s NIC / 4 GPUs
     p4d = load_cluster(CLUSTERS / "aws-p4d.24xlarge.yaml")
     assert p4d.gpu.memory_bandwidth_bytes_per_s == 1555e9
     assert p4d.inter_host.bandwidth_bytes_per_s == 400e9 / 8 / 8  # 4 x 100 Gbit/s EFA / 8 GPUs

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from cli import exit_codes
 from cli.arguments import check_counts, input_options, load_inputs, plan_options
-from cli.render import error_console, output_console, progress_bar
+from cli.render import error_console, no_color_option, output_console, progress_bar
 from cost_models.units import format_bytes, format_seconds
 from planner.baselines import BASELINES, Baseline, all_baselines
 from planner.search import plan as make_plan
@@ -176,9 +176,7 @@ def _write_plans(directory: str, auto: Plan, baselines: Sequence[Baseline]) -> l
     metavar="DIR",
     help="Write the auto plan and every baseline plan that fits to DIR/<name>.plan.json.",
 )
-@click.option(
-    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
-)
+@no_color_option
 def compare_command(
     model: str,
     cluster: str,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from cli import exit_codes
 from cli.arguments import check_counts, input_options, load_inputs, plan_options
-from cli.render import error_console, output_console
+from cli.render import error_console, no_color_option, output_console
 from cost_models.units import format_bytes, format_seconds
 from planner.configuration import FIXED_RECOMPUTES, ZERO_STRATEGIES, Evaluation, ParallelConfig
 from planner.configuration import evaluate_config as price
@@ -109,9 +109,7 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Write the configuration's plan here (when it fits).",
 )
-@click.option(
-    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
-)
+@no_color_option
 def evaluate_command(
     model: str,
     cluster: str,

@@ -15,7 +15,7 @@ import click
 from cli import exit_codes
 from cli.arguments import parse_dims
 from cli.diff_view import render_diff
-from cli.render import output_console
+from cli.render import no_color_option, output_console
 from cli.show_view import render_plan
 from cost_models.cluster_yaml import load_cluster
 from planner.graph import Graph, TensorKind, split_batch
@@ -29,9 +29,6 @@ from plans.schema import check_version
 from plans.summary import op_rows, plan_summary, tensor_rows
 
 _PLAN = click.Path(dir_okay=False)
-_NO_COLOR = click.option(
-    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
-)
 
 
 class _Percentage(click.ParamType):
@@ -68,7 +65,7 @@ def _json_line(value: object) -> None:
     "such as 'h.3/*' (every op when GLOB is left out).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a compact machine summary.")
-@_NO_COLOR
+@no_color_option
 def show_command(plan: str, ops_pattern: str | None, as_json: bool, no_color: bool) -> int:
     """Show PLAN: settings and estimate, stages, transfers and the pipeline timeline."""
     loaded = read_plan(plan)
@@ -109,7 +106,7 @@ def _show_json(plan: Plan, ops_pattern: str | None) -> dict[str, Any]:
     help="Exit 1 when the peak memory per GPU grows by more than PCT, such as '10%'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
-@_NO_COLOR
+@no_color_option
 def diff_command(
     old: str,
     new: str,

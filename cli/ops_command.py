@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from cli import exit_codes
-from cli.render import output_console
+from cli.render import no_color_option, output_console
 from planner.ops import registered
 
 COLUMNS = ("family", "op types", "kernel class", "memory traffic", "backward keeps")
@@ -38,9 +38,7 @@ def markdown_table() -> str:
 
 @click.command("ops", epilog=exit_codes.EPILOG)
 @click.option("--markdown", is_flag=True, help="Print the table README.md carries.")
-@click.option(
-    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
-)
+@no_color_option
 def ops_command(markdown: bool, no_color: bool) -> int:
     """List the ONNX op types the planner has rules for: their sharding rule's family, kernel
     class, memory traffic and what their backward keeps. Any other op type runs replicated and

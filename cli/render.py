@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,6 +28,12 @@ def error_console() -> Console:
 
 
 PIPED_WIDTH = 120  # columns when stdout is a file or a pipe (CI logs do not wrap)
+
+
+# The `--no-color` flag of every command that prints to stdout (`output_console`'s switch).
+no_color_option = click.option(
+    "--no-color", is_flag=True, help="Plain text (also when NO_COLOR is set or not a terminal)."
+)
 
 
 def output_console(no_color: bool = False) -> Console:

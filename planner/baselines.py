@@ -389,7 +389,6 @@ def deepspeed(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
-    context: BaselineContext | None = None,
     tables: ConfigTables | None = None,
 ) -> Baseline:
     """DeepSpeed: ZeRO data parallelism (stage 1, 2 or 3 for every parameter) plus tensor
@@ -472,7 +471,6 @@ def megatron(
     graph: Graph,
     cluster: Cluster,
     options: PlanOptions,
-    context: BaselineContext | None = None,
     tables: ConfigTables | None = None,
 ) -> Baseline:
     """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, distributed optimizer,
@@ -604,8 +602,8 @@ def all_baselines(
         "data-parallel": lambda: data_parallel(graph, cluster, options, "off", context),
         "zero2": lambda: data_parallel(graph, cluster, options, "zero2", context),
         "zero3": lambda: data_parallel(graph, cluster, options, "zero3", context),
-        "megatron": lambda: megatron(graph, cluster, options, context, tables),
-        "deepspeed": lambda: deepspeed(graph, cluster, options, context, tables),
+        "megatron": lambda: megatron(graph, cluster, options, tables),
+        "deepspeed": lambda: deepspeed(graph, cluster, options, tables),
         "intra-only": lambda: intra_only(graph, cluster, options),
         "inter-only": lambda: inter_only(graph, cluster, options, jobs),
     }

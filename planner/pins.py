@@ -18,9 +18,9 @@ which pin rules every plan out. Each pin, in the terms of the plan it constrains
   per replica, as Megatron-LM does).
 - ``recompute=none|full|auto``: as ``--recompute``, for every stage.
 
-Pins are checked against the model and cluster before any search (`pin_problem`, naming the
-pin); a pinned search that finds no plan that fits says so with the pins in force
-(`planner/pipeshard.py`).
+Pins are checked against the model and cluster before any search (`pin_problem`,
+`one_stage_problem`, naming the pin); a pinned search that finds no plan that fits says so with
+the pins in force (`planner/pipeshard.py`).
 """
 
 from __future__ import annotations
@@ -80,10 +80,6 @@ class Pins:
             and self.tp in (None, devices // dp)
         )
 
-    def allows_plain(self, stages: int) -> bool:
-        """Whether a pipeline of `stages` stages without interleaving honours the pins."""
-        return self.vp in (None, 1) and self.stages in (None, stages) and self.pp in (None, stages)
-
     @property
     def plain_stages(self) -> int | None:
         """The stage count a pipeline without interleaving must have (None: any)."""
@@ -99,20 +95,26 @@ class Pins:
 
     @property
     def allows_one_stage(self) -> bool:
-        return self.allows_plain(1)
+        """Whether the whole model as one stage honours the pins."""
+        return self.vp in (None, 1) and self.stages in (None, 1) and self.pp in (None, 1)
 
 
-def pin_problem(
-    pins: Pins, batch_size: int, layers: int, num_devices: int, gpus_per_host: int
-) -> InputError | None:
-    """Why `pins` cannot describe any plan of a model of `layers` layers and `batch_size`
-    samples on a cluster of `num_devices` GPUs, naming the pin; None if some plan may honour
-    them (the search decides whether one fits)."""
-    if pins.microbatch is not None and batch_size % pins.microbatch:
-        return InputError(
-            f"--pin microbatch={pins.microbatch}", "", f"a divisor of the batch size {batch_size}",
-            str(pins.microbatch),
-        )  # fmt: skip
+def one_stage_problem(pins: Pins) -> InputError | None:
+    """Why `pins` cannot describe a one-stage plan (`--intra-only`), naming the pin."""
+    for name in ("pp", "vp", "stages"):
+        value = getattr(pins, name)
+        if value not in (None, 1):
+            return InputError(
+                f"--pin {name}={value}", "", "1 with --intra-only (one stage)", str(value)
+            )
+    return None
+
+
+def pin_problem(pins: Pins, layers: int, num_devices: int, gpus_per_host: int) -> InputError | None:
+    """Why `pins` cannot describe any pipeline of a model of `layers` layers on a cluster of
+    `num_devices` GPUs, naming the pin; None if some plan may honour them (the search decides
+    whether one fits). The microbatch pin is checked where it is applied
+    (`planner/search.py: with_pins`)."""
     if pins.tp is not None and gpus_per_host % pins.tp:
         return InputError(
             f"--pin tp={pins.tp}", "", f"a divisor of the {gpus_per_host} GPUs of a host",

@@ -24,7 +24,7 @@ from planner.interleaving import ClusterShape, search_interleaved
 from planner.intra_op import IntraOpSettings, StageSharding
 from planner.layers import LayerSlice, cluster_layers
 from planner.memory_bound import memory_lower_bound_bytes
-from planner.mesh_shapes import submesh_shapes, whole_cluster
+from planner.mesh_shapes import submesh_shapes
 from planner.microbatches import search_counts
 from planner.ops import cast_floats, unknown_op_types
 from planner.options import Objective, PlanOptions, Recompute, Schedule
@@ -80,9 +80,7 @@ def plan_pipeshard(
     """Alpa's PipeshardParallel (module docstring)."""
     typed = cast_floats(graph, options.dtype)
     layers = cluster_layers(typed, options.layers)
-    problem = pin_problem(
-        options.pins, graph.batch_size, len(layers), cluster.num_devices, cluster.gpus_per_host
-    )
+    problem = pin_problem(options.pins, len(layers), cluster.num_devices, cluster.gpus_per_host)
     if problem is not None:
         raise problem
     choice, tried = search_pipelines(typed, cluster, options, layers, progress, jobs)
@@ -181,11 +179,10 @@ def pinned_submeshes(
     """The submeshes searched and, where the pins fix the logical mesh, the logical shapes of
     each (`planner/pins.py`; a submesh with none is not searched, nor the whole cluster as one
     stage there)."""
-    submeshes = submesh_shapes(cluster, options.submesh_space)
+    submeshes = submesh_shapes(cluster, options.submesh_space)  # the whole cluster among them
     if not options.pins.pins_mesh:
         return submeshes, {}
-    every = (*submeshes, whole_cluster(cluster))
-    shapes = {s: options.pins.logical_shapes(s, cluster.gpus_per_host) for s in every}
+    shapes = {s: options.pins.logical_shapes(s, cluster.gpus_per_host) for s in submeshes}
     return tuple(s for s in submeshes if shapes[s]), shapes
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from cost_models.cluster import Cluster
 from planner.graph import Graph
 from planner.options import PlanOptions, Recompute, Schedule, Search
+from planner.pins import one_stage_problem
 from planner.pipeshard import plan_pipeshard
 from planner.progress import Progress
 from planner.shard_parallel import plan_intra_only
@@ -55,12 +56,9 @@ def plan(
             )  # fmt: skip
         options = replace(options, microbatches=1)
     if options.search is Search.INTRA_ONLY:
-        for name in ("pp", "vp", "stages"):
-            value = getattr(options.pins, name)
-            if value not in (None, 1):
-                raise InputError(
-                    f"--pin {name}={value}", "", "1 with --intra-only (one stage)", str(value)
-                )
+        problem = one_stage_problem(options.pins)
+        if problem is not None:
+            raise problem
         if options.recompute is Recompute.FULL:
             raise InputError(
                 "--recompute", "", "the full search (recomputation works per layer)",

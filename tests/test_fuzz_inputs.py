@@ -111,22 +111,26 @@ def _run(capsys: pytest.CaptureFixture[str], args: list[str], out: Path) -> int:
 CLUSTER_DOCUMENT = yaml.safe_load(P3.read_text())
 
 
+def _cluster_file(tmp_path: Path, document: Any) -> Path:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(document, allow_unicode=True))
+    return cluster
+
+
 @FUZZ
 @given(document=mutated(CLUSTER_DOCUMENT))
 def test_mutated_cluster_yaml_through_plan_evaluate_and_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any
 ) -> None:
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump(document, allow_unicode=True))
+    cluster = _cluster_file(tmp_path, document)
     out = tmp_path / "plan.json"
     out.unlink(missing_ok=True)
     _run(capsys, [str(MLP_TINY), str(cluster), *QUICK, "--intra-only", "-o", str(out)], out)
     out.unlink(missing_ok=True)
     evaluate = ["evaluate", str(MLP_TINY), str(cluster), *QUICK, *EIGHT_WAY_DATA_PARALLEL]
     _run(capsys, [*evaluate, "-o", str(out)], out)
-    plan = json.loads(MLP_PLAN.read_text())
     plan_file = tmp_path / "given.plan.json"
-    plan_file.write_text(json.dumps(plan))
+    plan_file.write_text(MLP_PLAN.read_text())
     _run(capsys, ["check", str(plan_file), "--cluster", str(cluster)], tmp_path / "none.json")
 
 
@@ -136,8 +140,7 @@ def test_mutated_cluster_yaml_through_compare(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], document: Any
 ) -> None:
     # Fewer examples: compare plans the auto search and every baseline (about 1 s a run).
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text(yaml.safe_dump(document, allow_unicode=True))
+    cluster = _cluster_file(tmp_path, document)
     plans = tmp_path / "plans"
     shutil.rmtree(plans, ignore_errors=True)  # one tmp_path serves every example
     args = ["compare", str(MLP_TINY), str(cluster), *QUICK, "--write-plans", str(plans)]

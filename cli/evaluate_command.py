@@ -1,6 +1,6 @@
 """`evaluate`: price one Megatron-style configuration exactly (`planner/configuration.py`).
 
-`alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--recompute none|full]
+`alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--recompute none|selective|full]
 [--zero 0|1|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]` prints the
 configuration's iteration time, throughput, model and hardware TFLOP/s per GPU and peak memory
 (with `--json`, one JSON line of those fields); `-o` writes it as a plan for `show`, `diff` and
@@ -92,7 +92,8 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
     type=click.Choice([str(r) for r in FIXED_RECOMPUTES]),
     default="none",
     show_default=True,
-    help="Recompute every layer's activations in the backward (full), or none.",
+    help="Recompute in the backward, in every stage: whole layers (full, Megatron's "
+    "--recompute-granularity full), the attention cores (selective), or none.",
 )
 @click.option(
     "--zero",

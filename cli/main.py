@@ -100,8 +100,9 @@ def cli() -> None:
     type=click.Choice(RECOMPUTES),
     default="auto",
     show_default=True,
-    help="Recompute each layer's activations in the backward (activation checkpointing: keep "
-    "only layer inputs, pay one more forward): searched per stage, never, or in every stage.",
+    help="Recompute activations in the backward (activation checkpointing): searched per "
+    "stage (auto), never, only the attention cores (selective: keep what they read, rerun "
+    "their forward), or whole layers in every stage (full: keep only layer inputs).",
 )
 @click.option("--remat", is_flag=True, help="The same as --recompute full.")
 @click.option(
@@ -111,7 +112,7 @@ def cli() -> None:
     metavar="NAME=VALUE",
     help="Fix part of the configuration, repeatable: dp=N, tp=N (every stage's logical mesh "
     "dp x tp, batch on dp), pp=N (device groups), vp=N (chunks per group), stages=N, "
-    "microbatch=N (samples per microbatch), recompute=none|full|auto.",
+    "microbatch=N (samples per microbatch), recompute=none|selective|full|auto.",
 )
 @click.option(
     "--zero/--no-zero",

@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
@@ -283,9 +284,13 @@ class PlanRuntime:
         constants = {name: lower_constant(static[name]) for name in read}
         model = self.model
 
+        rebuilt = program.rebuilt
+
         def constrain(name: str, value: Array) -> Array:
             target = shardings.get(name)
-            return value if target is None else jax.lax.with_sharding_constraint(value, target)
+            value = value if target is None else jax.lax.with_sharding_constraint(value, target)
+            # Selective recomputation: named, so that the checkpoint policy leaves it unsaved.
+            return checkpoint_name(value, name) if name in rebuilt else value
 
         def run(nodes: tuple[Node, ...], values: Tree) -> Tree:
             env: dict[str, Array] = {**constants, **values}
@@ -296,7 +301,10 @@ class PlanRuntime:
             # Parameters stored sharded (zero3) are gathered into their plan spec here.
             env = {name: constrain(name, lower(value)) for name, value in params.items()}
             env.update({name: constrain(name, lower(value)) for name, value in inputs.items()})
-            if not program.recompute:
+            if rebuilt:  # the backward reruns the recomputed ops rather than save what they write
+                policy = jax.checkpoint_policies.save_anything_except_these_names(*sorted(rebuilt))
+                env = jax.checkpoint(functools.partial(run, program.nodes), policy=policy)(env)
+            elif not program.recompute:
                 env = run(program.nodes, env)
             else:  # each layer keeps its inputs only: jax.checkpoint rebuilds the rest
                 start = 0

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from executor.graph_fn import Analysis
 from executor.onnx_model import Node, OnnxModel
 from plans.errors import InputError
-from plans.plan import RECOMPUTE_FULL, Plan
+from plans.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE, Plan, Stage
 from plans.specs import ShardingSpec
 
 
@@ -55,6 +55,9 @@ class StageProgram:
     # keep only their inputs and rebuild their activations in the backward.
     recompute: bool = False
     layer_ends: tuple[int, ...] = ()
+    # Selective recomputation: the tensors the plan's recomputed ops write; the backward
+    # rebuilds them by rerunning those ops instead of saving them.
+    rebuilt: frozenset[str] = frozenset()
 
 
 def facts_from_model(model: OnnxModel) -> ModelFacts:
@@ -179,6 +182,7 @@ def bind_plan(
                 devices=tuple((int(h), int(g)) for h, g in stage.devices),
                 recompute=stage.recompute == RECOMPUTE_FULL,
                 layer_ends=_layer_ends(nodes, layer_of_node),
+                rebuilt=_rebuilt(stage, facts, plan_source),
             )
         )
     for name in model.outputs:
@@ -279,6 +283,22 @@ def _checked_specs(
                 repr(text),
             )
     return parsed
+
+
+def _rebuilt(stage: Stage, facts: ModelFacts, plan_source: str) -> frozenset[str]:
+    """The tensors a selectively recomputing stage's recomputed ops write."""
+    if stage.recompute != RECOMPUTE_SELECTIVE:
+        return frozenset()
+    own = set(stage.ops)
+    found: set[str] = set()
+    for op in stage.recomputed_ops:
+        if op not in own or op not in facts.op_outputs:
+            raise InputError(
+                plan_source, f"stages[{stage.index}].recomputed_ops",
+                f"ops of stage {stage.index}", repr(op),
+            )  # fmt: skip
+        found.update(name for name in facts.op_outputs[op] if name)
+    return frozenset(found)
 
 
 def _layer_ends(nodes: list[Node], layer_of_node: dict[int, int]) -> tuple[int, ...]:

@@ -13,10 +13,10 @@ parallelisation strategies, not cost models.
   (ZeRO-3) sharded over the data-parallel axes;
 - Megatron-LM 3D parallelism: pp device groups of dp x tp GPUs with the logical mesh (dp, tp),
   tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where it finds Megatron's
-  column-then-row splits), the layers in pp x vp chunks of equal counts, recomputation in every
-  stage or none, with or without the distributed optimizer (ZeRO-1), each priced as `alpa-plan
-  evaluate` prices it (`planner/configuration.py`); the best (dp, tp, pp, vp, recompute,
-  distributed optimizer, B);
+  column-then-row splits), the layers in pp x vp chunks of equal counts, recomputation (full or
+  selective) in every stage or none, with or without the distributed optimizer (ZeRO-1), each
+  priced as `alpa-plan evaluate` prices it (`planner/configuration.py`); the best (dp, tp, pp,
+  vp, recompute, distributed optimizer, B);
 - DeepSpeed: one stage, mesh (dp, tp) with tp inside a host, batch on axis 0, ZeRO stage 1, 2
   or 3 for every parameter, recomputation in every layer or none, priced as `alpa-plan
   evaluate` prices it; the best (tp, ZeRO stage, recompute, B);
@@ -401,7 +401,7 @@ def deepspeed(
     for tp in tensor_parallel_degrees(cluster):
         if n % tp:
             continue
-        for recompute in megatron_recomputes(options):
+        for recompute in deepspeed_recomputes(options):
             for zero in zero_stages if n // tp > 1 else (0,):
                 config = ParallelConfig(n // tp, tp, 1, 1, 1, recompute, zero)
                 objective_s = _config_objective(
@@ -458,8 +458,19 @@ def megatron_plan(
 
 
 def megatron_recomputes(options: PlanOptions) -> tuple[Recompute, ...]:
-    """The recomputation the Megatron-LM baseline tries: both when the options leave it to the
-    search (auto), else the one they set."""
+    """The recomputation the Megatron-LM baseline tries (`--recompute-granularity`): none,
+    selective and full when the options leave it to the search (auto), else the one they set."""
+    if not options.training:
+        return (Recompute.NONE,)
+    if options.recompute is Recompute.AUTO:
+        return (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL)
+    return (options.recompute,)
+
+
+def deepspeed_recomputes(options: PlanOptions) -> tuple[Recompute, ...]:
+    """The recomputation the DeepSpeed baseline tries: its activation checkpointing keeps each
+    layer's input (full) or nothing is recomputed, when the options leave it to the search; else
+    the one they set (selective too, though DeepSpeed has no such switch)."""
     if not options.training:
         return (Recompute.NONE,)
     if options.recompute is Recompute.AUTO:

@@ -11,7 +11,8 @@ brackets):
   as equal layer counts as they can be, larger first; chunk k runs on group k mod pp
   (interleaved 1F1B for vp > 1, `--num-layers-per-virtual-pipeline-stage`);
 - B = batch / (dp x microbatch size) microbatches (`--micro-batch-size`, `--global-batch-size`);
-- recomputation in every stage or in none (`--recompute-granularity full`), and ZeRO over the
+- recomputation in every stage or in none (`--recompute-granularity full` or `selective`,
+  `planner/recompute.py`), and ZeRO over the
   data-parallel axis (0: none; 1, Megatron-LM's distributed optimizer, 2 and 3 as
   `planner/strategies.py` prices them).
 
@@ -40,13 +41,14 @@ from planner.plan_assembly import assemble_plan, build_stages, build_transfers, 
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import StrategyOptions
 from plans.errors import InputError
-from plans.plan import JsonValue, Plan, SearchReport, frozen_map
+from plans.plan import RECOMPUTE_FULL, JsonValue, Plan, SearchReport, frozen_map
 from plans.schedules import schedule_problem
 
 # ZeRO stage -> the strategy switch that prices it (`planner/strategies.py`).
 ZERO_STRATEGIES = {0: "off", 1: "zero1", 2: "zero2", 3: "zero3"}
-# Recomputation a fixed configuration may set (per stage: every stage, or none).
-FIXED_RECOMPUTES = (Recompute.NONE, Recompute.FULL)
+# Recomputation a fixed configuration may set, in every stage (Megatron-LM's
+# `--recompute-granularity full` or `selective`), or none.
+FIXED_RECOMPUTES = (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL)
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,8 @@ def config_problem(
         choices = ", ".join(map(str, ZERO_STRATEGIES))
         return InputError("--zero", "", f"one of {choices}", str(config.zero))
     if config.recompute not in FIXED_RECOMPUTES:
-        return InputError("--recompute", "", "none or full", str(config.recompute))
-    if config.recompute is Recompute.FULL and not options.training:
+        return InputError("--recompute", "", "none, selective or full", str(config.recompute))
+    if config.recompute is not Recompute.NONE and not options.training:
         return InputError("--recompute", "", "none in inference", str(config.recompute))
     chunks = config.pp * config.vp
     if chunks > layers:
@@ -242,12 +244,11 @@ def evaluate_config(
         transfers, 0, config.vp,
     )  # fmt: skip
     model_flops = graph.flops * (3.0 if options.training else 1.0)
-    ops = tables.typed.ops
+    flops = {op.name: op.flops for op in tables.typed.ops}
     recomputed = sum(
-        op.flops
-        for chunk in chunks
-        if chunk.recompute
-        for op in ops[tables.layers[chunk.first].start : tables.layers[chunk.last].stop]
+        flops[name]
+        for stage in plan.stages
+        for name in (stage.ops if stage.recompute == RECOMPUTE_FULL else stage.recomputed_ops)
     )
     budget = options.memory_budget_bytes(cluster)
     return Evaluation(config, plan, model_flops, model_flops + recomputed, budget)

@@ -19,7 +19,7 @@ sends groups of G microbatches through one chunk after another):
 2. each chunk's plan: its fastest; when a group's memory exceeds the budget, every chunk at its
    least-memory plan; a group's memory is its chunks' parameter state, the peak of their
    activations as the schedule holds them (`plans/schedules.py: peak_activation_bytes`), and
-   the largest rematerialisation transient of its chunks (one backward rebuilds at a time);
+   the largest recomputation transient of its chunks (one backward rebuilds at a time);
 3. ranked by the simulated makespan (`plans/timeline.py`), as every training pipeline is,
    after a bound: a group runs B blocks of each of its chunks one at a time, so the makespan
    is at least B times the largest group's sum of chunk blocks.

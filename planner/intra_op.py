@@ -33,9 +33,11 @@ from planner.intra_op_ilp import (
     solve_least_memory,
 )
 from planner.ops import notation_of
+from planner.recompute import recomputed_ops
 from planner.reshard import ReshardRules, reshard_s
-from planner.saved_tensors import saved_for_backward
+from planner.saved_tensors import kept_and_rebuilt, saved_for_backward
 from planner.strategies import CostContext, CostTotals, Strategy, StrategyOptions, op_strategies
+from plans.plan import RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from plans.specs import ShardingSpec
 
 
@@ -52,7 +54,14 @@ class IntraOpSettings:
     strategy_options: StrategyOptions = field(default_factory=StrategyOptions)
     reshard_rules: ReshardRules = field(default_factory=ReshardRules)
     compute: ComputeModel | None = None  # None: the GPU's roofline
-    remat: bool = False  # recompute the forward in the backward (see PlanOptions.recompute)
+    # Activation recomputation, RECOMPUTE_NONE / _SELECTIVE / _FULL (`planner/recompute.py`:
+    # which ops rerun their forward in the backward).
+    recompute: str = RECOMPUTE_NONE
+
+    @property
+    def recomputes(self) -> bool:
+        """Some op reruns its forward in the backward."""
+        return self.training and self.recompute != RECOMPUTE_NONE
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class StageSharding(CostTotals):
     # One microbatch of the activations the ops read from outside them (a layer's inputs):
     # all that rematerialisation keeps from the forward pass.
     boundary_bytes: int = 0
+    # Selective recomputation: one microbatch of the saved tensors the backward rebuilds.
+    rebuilt_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -118,17 +129,27 @@ def enumerate_strategies(
         training=settings.training,
         options=settings.strategy_options,
         compute=settings.compute,
-        remat=settings.remat,
     )
     owned = owned_parameters(stage)
-    saved = saved_for_backward(stage) if settings.training else frozenset()
+    rerun = rerun_ops(stage, settings)
+    saved, rebuilt = frozenset[str](), frozenset[str]()
+    if settings.training and settings.recompute == RECOMPUTE_SELECTIVE:
+        saved, rebuilt = kept_and_rebuilt(stage, rerun)
+    elif settings.training:  # full recomputation keeps layer inputs (`planner/stage_costs.py`)
+        saved = saved_for_backward(stage)
     tensors = stage.tensors
-    return {
-        op.name: op_strategies(
-            op, notation_of(op, tensors), tensors, context, owned[op.name], saved
-        )
-        for op in stage.ops
-    }
+    found = {}
+    for op in stage.ops:
+        found[op.name] = op_strategies(
+            op, notation_of(op, tensors), tensors, replace(context, remat=op.name in rerun),
+            owned[op.name], saved, rebuilt,
+        )  # fmt: skip
+    return found
+
+
+def rerun_ops(stage: Subgraph, settings: IntraOpSettings) -> frozenset[str]:
+    """The ops of `stage` whose forward reruns in the backward (`planner/recompute.py`)."""
+    return recomputed_ops(stage, settings.recompute) if settings.training else frozenset()
 
 
 def _group_ops(
@@ -198,14 +219,19 @@ def prepare_stage(
     strategies = enumerate_strategies(stage, mesh, gpu, settings)
     groups, where = _group_ops(stage, strategies)
     ops, tensors, producer = stage.ops, stage.tensors, stage.producer
+    rerun = rerun_ops(stage, settings)
 
-    def reshard(tensor: str, source: ShardingSpec | None, target: ShardingSpec | None) -> float:
+    def reshard(
+        tensor: str, source: ShardingSpec | None, target: ShardingSpec | None, reader: Op
+    ) -> float:
+        """Resharding `tensor` for `reader`, per iteration; again in the backward when the
+        reader's forward reruns there."""
         if source is None or target is None or source == target:
             return 0.0
         t = tensors[tensor]
         seconds = reshard_s(
             t.shape, DTYPE_SIZE_BYTES[t.dtype], source, target, mesh, settings.training,
-            settings.reshard_rules, remat=settings.training and settings.remat,
+            settings.reshard_rules, remat=reader.name in rerun,
         )  # fmt: skip
         return settings.microbatches * seconds
 
@@ -241,7 +267,7 @@ def prepare_stage(
                     target_spec = strategies[op.name][
                         group.members[target_member][1][k]
                     ].input_specs[position]
-                    node_costs[source_group][k] += reshard(name, source_spec, target_spec)
+                    node_costs[source_group][k] += reshard(name, source_spec, target_spec, op)
                 continue
             edge_parts.setdefault((source_group, target_group), []).append(
                 (name, out_position, op, position)
@@ -269,7 +295,7 @@ def prepare_stage(
                     target=target_group,
                     source_class=tuple(rows.index(spec) for spec in source_specs),
                     target_class=tuple(columns.index(spec) for spec in target_specs),
-                    costs=tuple(tuple(reshard(name, a, b) for b in columns) for a in rows),
+                    costs=tuple(tuple(reshard(name, a, b, op) for b in columns) for a in rows),
                 )
             )
     problem = StrategyProblem(
@@ -291,7 +317,7 @@ class PreparedStage:
     groups: list[_Group]
     where: Mapping[str, tuple[int, int]]
     problem: StrategyProblem
-    reshard: Callable[[str, ShardingSpec | None, ShardingSpec | None], float]
+    reshard: Callable[[str, ShardingSpec | None, ShardingSpec | None, Op], float]
 
     @property
     def minimum_memory_bytes(self) -> float:
@@ -332,7 +358,7 @@ class PreparedStage:
                 if activation and spec is not None:
                     source = chosen[producer[name].name]
                     source_spec = source.output_specs[producer[name].outputs.index(name)]
-                    resharding_s += reshard(name, source_spec, spec) / settings.microbatches
+                    resharding_s += reshard(name, source_spec, spec, op) / settings.microbatches
         strategies_chosen = list(chosen.values())
         received = set(self.stage.boundary_inputs)
         boundary = {  # as the last op reading it wants it
@@ -360,6 +386,7 @@ class PreparedStage:
             activation_bytes=settings.in_flight * in_flight_activations,
             solution=solution,
             boundary_bytes=boundary_bytes,
+            rebuilt_bytes=sum(s.rebuilt_bytes for s in strategies_chosen),
         )
 
 

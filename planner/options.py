@@ -19,6 +19,7 @@ from planner.mesh_shapes import SUBMESH_SPACES
 from planner.pins import Pins
 from planner.reshard import ReshardRules
 from planner.strategies import StrategyOptions
+from plans.plan import RECOMPUTE_NONE
 
 
 class Mode(StrEnum):
@@ -46,8 +47,9 @@ class Objective(StrEnum):
 class Recompute(StrEnum):
     """Activation recomputation in the backward (training), per stage."""
 
-    AUTO = "auto"  # searched: each stage with or without, whichever the makespan prefers
+    AUTO = "auto"  # searched: each stage none, selective or full, whichever the makespan prefers
     NONE = "none"  # keep every saved activation
+    SELECTIVE = "selective"  # rebuild the attention cores' activations (`planner/recompute.py`)
     FULL = "full"  # keep only each layer's inputs, rebuild its activations in the backward
 
 
@@ -83,9 +85,10 @@ class PlanOptions:
     layers: int | None = None  # None: from the model's name scopes, or chosen by FLOPs
     submesh_space: str = "power-of-two"
     objective: Objective = Objective.THROUGHPUT
-    # Recomputation (activation checkpointing, rematerialisation) per layer, as Alpa's and
-    # Megatron-LM's runs use: keep only each layer's inputs from the forward pass, rebuild the
-    # rest in the backward. AUTO searches it per stage (`planner/pipeshard.py`).
+    # Recomputation (activation checkpointing, rematerialisation), as Alpa's and Megatron-LM's
+    # runs use: FULL keeps only each layer's inputs from the forward pass and rebuilds the rest in
+    # the backward, SELECTIVE rebuilds only the attention cores (`planner/recompute.py`). AUTO
+    # searches it per stage (`planner/pipeshard.py`).
     recompute: Recompute = Recompute.AUTO
     # Share of GPU memory the plan may fill; the rest is left to the framework, the CUDA
     # context and fragmentation (Alpa's default memory budget is likewise below 100 %).
@@ -146,7 +149,7 @@ class PlanOptions:
             strategy_options=self.strategy,
             reshard_rules=self.reshard,
             compute=self.compute,
-            remat=self.recompute is Recompute.FULL,
+            recompute=RECOMPUTE_NONE if self.recompute is Recompute.AUTO else str(self.recompute),
         )
 
     def record(self) -> dict[str, object]:

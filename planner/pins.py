@@ -16,7 +16,7 @@ which pin rules every plan out. Each pin, in the terms of the plan it constrains
 - ``microbatch=N``: N samples per microbatch, over all of a stage's data-parallel replicas
   (the plan's microbatches are the batch divided by N; `alpa-plan evaluate --microbatch` counts
   per replica, as Megatron-LM does).
-- ``recompute=none|full|auto``: as ``--recompute``, for every stage.
+- ``recompute=none|selective|full|auto``: as ``--recompute``, for every stage.
 
 Pins are checked against the model and cluster before any search (`pin_problem`,
 `one_stage_problem`, naming the pin); a pinned search that finds no plan that fits says so with

@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph, Subgraph, split_batch
-from planner.inter_op import PipelineSolution, dp_pipelines
+from planner.inter_op import Candidate, PipelineSolution, dp_pipelines
 from planner.interleaving import ClusterShape, search_interleaved
 from planner.intra_op import IntraOpSettings, StageSharding
 from planner.layers import LayerSlice, cluster_layers
@@ -36,7 +36,7 @@ from planner.polish import StageSolves, exact_one_stage, polish_stages
 from planner.progress import Progress
 from planner.stage_costs import RangePlan, StageCostTable
 from plans.errors import InfeasibleError
-from plans.plan import CountRecord, Plan, SearchReport
+from plans.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE, CountRecord, Plan, SearchReport
 
 # Weight on the slowest stage for inference: "throughput" ranks plans by their slowest stage
 # first, "latency" by the sum of the stages.
@@ -60,13 +60,14 @@ class PipelineChoice:
     solves: StageSolves = field(default_factory=StageSolves)  # the stage ILPs solved so far
     warmup_extra: int = 0  # 1F1B's extra warm-up forwards (plans/schedules.py)
     virtual_stages: int = 1  # interleaved 1F1B: stages per device group
-    # The cost table of the recomputing stages, where the search priced them besides `table`.
-    recompute_table: StageCostTable | None = None
+    # The cost tables of recomputing stages (by recompute mode), where the search priced them
+    # besides `table`.
+    recompute_tables: Mapping[str, StageCostTable] = field(default_factory=dict)
 
     @property
     def layer_ilps(self) -> tuple[int, int]:
         """Single-layer ILPs solved, and of those stopped at the time limit."""
-        tables = [t for t in (self.table, self.recompute_table) if t is not None]
+        tables = [self.table, *self.recompute_tables.values()]
         return sum(t.solves for t in tables), sum(t.timeouts for t in tables)
 
 
@@ -116,7 +117,7 @@ def plan_pipeshard(
         )  # fmt: skip
     stages = build_stages(
         typed, choice.stages, choice.microbatches, choice.table, devices, options.schedule,
-        cluster, exact, choice.warmup_extra, choice.virtual_stages, choice.recompute_table,
+        cluster, exact, choice.warmup_extra, choice.virtual_stages, choice.recompute_tables,
     )  # fmt: skip
     tensors = split_batch(typed.tensors, choice.microbatches)
     transfers = build_transfers(typed, stages, cluster, tensors, options.training)
@@ -154,8 +155,9 @@ def search_pipelines(
         settings = options.intra_op_settings(cluster, microbatches)
         model = graph.subgraph(tensors=split_batch(graph.tensors, microbatches))
         # Recomputation, where the search may use it, keeps less: the bound must allow it.
-        may_recompute = options.training and options.recompute is not Recompute.NONE
-        bound = memory_lower_bound_bytes(model, layers, replace(settings, remat=may_recompute))
+        searched = options.recompute is Recompute.AUTO
+        bound_settings = replace(settings, recompute=RECOMPUTE_FULL) if searched else settings
+        bound = memory_lower_bound_bytes(model, layers, bound_settings)
         if bound > cluster.num_devices * settings.memory_budget_bytes:
             records.append(CountRecord(microbatches, "infeasible", memory_lower_bound_bytes=bound))
             return math.inf
@@ -204,34 +206,20 @@ def _search_count(
     pins = options.pins
     table = StageCostTable(model, layers, cluster, settings, shapes)
 
-    def report(done: int, total: int) -> None:
-        if progress is not None:
-            progress(f"layer ILPs, {microbatches} microbatches", done, total)
+    def reporter(what: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(f"layer ILPs{what}, {microbatches} microbatches", done, total)
 
-    table.solve_layers(submeshes, jobs, report)
+        return report
+
+    table.solve_layers(submeshes, jobs, reporter(""))
     candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
-    recompute_table = None
-    # Recomputation only adds time to a plan that holds what it must: it is priced on the
-    # submeshes where some plan without it cannot hold every microbatch.
-    limited = [s for s in submeshes if s in table.memory_limited]
-    if options.training and options.recompute is Recompute.AUTO and limited:
-        recompute_table = StageCostTable(
-            model, layers, cluster, replace(settings, remat=True), shapes
+    recompute_tables: dict[str, StageCostTable] = {}
+    if options.training and options.recompute is Recompute.AUTO:
+        recompute_tables = _add_recomputing(
+            table, candidates, plans, submeshes, shapes, options, reporter, jobs
         )
-        recompute_table.solve_layers(tuple(limited), jobs, report)
-        more, more_plans = recompute_table.candidates(limited, microbatches, options.schedule)
-        index = {shape: k for k, shape in enumerate(submeshes)}
-        # A recomputing candidate is slower than one without on the same range, submesh and
-        # start: it is kept only where it holds more microbatches than every one without.
-        holds: dict[tuple[int, int, int, Start], int] = {}
-        for c in candidates:
-            key = (c.first, c.last, c.submesh, c.start)
-            holds[key] = max(holds.get(key, -1), c.max_following)
-        for c in more:
-            c = replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]])
-            if c.max_following > holds.get((c.first, c.last, c.submesh, c.start), -1):
-                candidates.append(c)
-        plans += more_plans
     objective = _objective(options, cluster, microbatches)
     solves = StageSolves()
     solutions: list[PipelineSolution] = []
@@ -256,7 +244,7 @@ def _search_count(
                 stages = tuple(plans[c.key] for c in result.stages)
                 found = PipelineChoice(
                     microbatches, stages, result.makespan_s, table, solves=solves,
-                    warmup_extra=warmup_extra, recompute_table=recompute_table,
+                    warmup_extra=warmup_extra, recompute_tables=recompute_tables,
                 )  # fmt: skip
                 incumbent_s = result.makespan_s
                 starting = [result.stages, *starting]
@@ -271,13 +259,13 @@ def _search_count(
         if interleaved is not None:
             found = PipelineChoice(
                 microbatches, interleaved.stages, interleaved.makespan_s, table, solves=solves,
-                virtual_stages=interleaved.virtual_stages, recompute_table=recompute_table,
+                virtual_stages=interleaved.virtual_stages, recompute_tables=recompute_tables,
             )  # fmt: skip
     elif solutions:
         stages = tuple(plans[c.key] for c in solutions[0].stages)
         found = PipelineChoice(
             microbatches, stages, objective.of(stages), table, solves=solves,
-            recompute_table=recompute_table,
+            recompute_tables=recompute_tables,
         )  # fmt: skip
     limit_s = min(found.objective_s if found else math.inf, best.objective_s if best else math.inf)
     whole = None
@@ -309,6 +297,61 @@ def warmup_extras(schedule: Schedule, microbatches: int) -> tuple[int, ...]:
     if schedule is not Schedule.ONE_F_ONE_B:
         return (0,)
     return tuple(w for w in WARMUP_EXTRAS if w == 0 or w < microbatches)
+
+
+def _add_recomputing(
+    table: StageCostTable,
+    candidates: list[Candidate],
+    plans: list[RangePlan],
+    submeshes: tuple[tuple[int, int], ...],
+    shapes: dict[tuple[int, int], tuple[tuple[int, int], ...]],
+    options: PlanOptions,
+    reporter: Callable[[str], Callable[[int, int], None]],
+    jobs: int,
+) -> dict[str, StageCostTable]:
+    """Recomputing candidates added to `candidates` (their plans to `plans`), selective first,
+    then full; the cost table of each mode priced.
+
+    Recomputation only adds time to a plan that holds what it must: a mode is priced on the
+    submeshes where some plan of the modes before it cannot hold every microbatch, and a
+    candidate of it is kept unless one of the modes before on the same range, submesh and start
+    is as fast, as fast once per iteration, and holds as many microbatches."""
+    index = {shape: k for k, shape in enumerate(submeshes)}
+    kept: dict[tuple[int, int, int, Start], list[Candidate]] = {}
+    for c in candidates:
+        kept.setdefault((c.first, c.last, c.submesh, c.start), []).append(c)
+    limited = [s for s in submeshes if s in table.memory_limited]
+    tables: dict[str, StageCostTable] = {}
+    microbatches = table.settings.microbatches
+    for mode in (RECOMPUTE_SELECTIVE, RECOMPUTE_FULL):
+        if not limited:
+            break
+        settings = replace(table.settings, recompute=mode)
+        more_table = StageCostTable(table.model, table.layers, table.cluster, settings, shapes)
+        more_table.solve_layers(tuple(limited), jobs, reporter(f" ({mode} recomputation)"))
+        more, more_plans = more_table.candidates(limited, microbatches, options.schedule)
+        added: list[Candidate] = []
+        for c in more:
+            c = replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]])
+            before = kept.get((c.first, c.last, c.submesh, c.start), [])
+            if not any(_dominates(other, c) for other in before):
+                added.append(c)
+        for c in added:
+            kept.setdefault((c.first, c.last, c.submesh, c.start), []).append(c)
+        candidates += added
+        plans += more_plans
+        tables[mode] = more_table
+        limited = [s for s in limited if s in more_table.memory_limited]
+    return tables
+
+
+def _dominates(a: Candidate, b: Candidate) -> bool:
+    """`a` is as good a stage as `b` in every respect the pipeline search weighs."""
+    return (
+        a.time_s <= b.time_s
+        and a.iteration_s <= b.iteration_s
+        and a.max_following >= b.max_following
+    )
 
 
 def _objective(

@@ -21,11 +21,11 @@ from planner.layers import LayerSlice
 from planner.options import PlanOptions, Schedule
 from planner.pipeline_time import in_flight
 from planner.placement import Devices, cut_link
+from planner.recompute import recomputed_ops
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import Strategy
 from plans.plan import (
-    RECOMPUTE_FULL,
-    RECOMPUTE_NONE,
+    RECOMPUTE_SELECTIVE,
     ClusterInfo,
     Estimate,
     GpuInfo,
@@ -51,6 +51,19 @@ from plans.timeline import pipeline_timeline
 TRAINING_FLOPS_PER_FORWARD_FLOP = 3.0
 
 
+def _selectively_recomputed(table: StageCostTable, plan: RangePlan) -> tuple[str, ...]:
+    """The ops of a selectively recomputing stage that rerun their forward, in stage order
+    (`planner/recompute.py`, layer by layer as the table solved them)."""
+    if plan.recompute != RECOMPUTE_SELECTIVE:
+        return ()
+    found: list[str] = []
+    for k in range(plan.first, plan.last + 1):
+        layer = table.layer(k)
+        rerun = recomputed_ops(layer, RECOMPUTE_SELECTIVE)
+        found += [op.name for op in layer.ops if op.name in rerun]
+    return tuple(found)
+
+
 def build_stages(
     graph: Graph,
     pipeline: Sequence[RangePlan],
@@ -62,16 +75,16 @@ def build_stages(
     exact: Mapping[int, StageSharding] | None = None,
     warmup_extra: int = 0,
     virtual_stages: int = 1,
-    recompute_table: StageCostTable | None = None,
+    recompute_tables: Mapping[str, StageCostTable] | None = None,
 ) -> tuple[Stage, ...]:
     """The plan's stages: composed from the layers' plans in the cost table (a recomputing
-    stage's from `recompute_table`, where given), or from `exact` (`planner/polish.py`) where
-    given. With virtual stages, a stage's peak memory is that of the devices it shares with the
-    other stages of its group (`group_peak_bytes`)."""
+    stage's from the table of its mode in `recompute_tables`, where given), or from `exact`
+    (`planner/polish.py`) where given. With virtual stages, a stage's peak memory is that of the
+    devices it shares with the other stages of its group (`group_peak_bytes`)."""
     layers = table.layers
     stages = []
     for index, plan in enumerate(pipeline):
-        source = recompute_table if plan.recompute and recompute_table is not None else table
+        source = (recompute_tables or {}).get(plan.recompute, table)
         if exact and index in exact:
             stage_ops = graph.ops[layers[plan.first].start : layers[plan.last].stop]
             stages.append(
@@ -111,7 +124,8 @@ def build_stages(
                 ops=tuple(op.name for op in stage_ops),
                 devices=devices[index],
                 logical_mesh=plan.mesh.shape,
-                recompute=RECOMPUTE_FULL if plan.recompute else RECOMPUTE_NONE,
+                recompute=plan.recompute,
+                recomputed_ops=_selectively_recomputed(source, plan),
                 strategies=frozen_map({op.name: strategies[op.name].name for op in stage_ops}),  # type: ignore[arg-type]
                 shardings=_recorded_specs(graph, stage_ops, strategies),
                 zero=_zero_modes(graph, stage_ops, strategies),

@@ -14,8 +14,9 @@ lower bound (every layer at its own optimum): `composed_lower_bound_s`.
   the memory its in-flight microbatches leave, on each logical shape of its submesh (the chosen
   one first), kept where the pipeline gets faster.
 
-Neither runs with rematerialisation (nor polishes a recomputing stage), whose memory the stage
-ILP does not model.
+Neither runs with recomputation (nor polishes a recomputing stage), whose memory (the inputs
+full recomputation keeps, the transient of what a backward rebuilds) the stage ILP does not
+model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from planner.options import Schedule
 from planner.pipeline_search import PipelineObjective
 from planner.pipeline_time import in_flight
 from planner.stage_costs import RangePlan, StageCostTable
+from plans.plan import RECOMPUTE_NONE
 
 
 def composed_lower_bound_s(plans: Sequence[RangePlan], weight: float) -> float:
@@ -131,7 +133,7 @@ def exact_one_stage(
     """The whole model as one stage on the whole cluster when its objective beats `limit_s`,
     else None. The ILP's cutoff (`_cutoff_s`) admits every stage whose objective could beat
     `limit_s`; a shape is skipped when its lower bound already reaches the cutoff."""
-    if settings.remat:
+    if settings.recomputes:
         return None
     whole = whole_cluster(cluster)
     last = len(table.layers) - 1
@@ -169,7 +171,7 @@ def polish_stages(
 ) -> dict[int, StageSharding]:
     """The stages of the pipeline `stages` (by index) worth an exact plan, with it; `exact`
     holds those solved whole already."""
-    if settings.remat:
+    if settings.recomputes:
         return dict(exact)
     current = [
         with_sharding(plan, exact[k]) if k in exact else plan for k, plan in enumerate(stages)
@@ -178,7 +180,7 @@ def polish_stages(
     polished: dict[int, StageSharding] = dict(exact)
     microbatches = settings.microbatches
     for index, plan in enumerate(stages):
-        if index in polished or plan.recompute:
+        if index in polished or plan.recompute != RECOMPUTE_NONE:
             continue
         layers = table.layers
         ops = table.model.slice(layers[plan.first].start, layers[plan.last].stop)

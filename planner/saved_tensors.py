@@ -13,7 +13,8 @@ save; a fused elementwise chain saves its inputs, not every intermediate):
   ReduceSum, ReduceMean, ...): nothing.
 
 An op type not listed keeps all its inputs (the safe side). A saved view keeps the buffer it
-aliases, charged to the op that wrote that buffer.
+aliases, charged to the op that wrote that buffer. Under recomputation (`planner/recompute.py`)
+`kept_and_rebuilt` says what is still kept and what the backward rebuilds instead.
 """
 
 from __future__ import annotations
@@ -24,19 +25,23 @@ from planner.graph import Op, Subgraph, Tensor, TensorKind
 from planner.ops import Saved, is_view, saved_rule_of
 
 
+def _buffer(name: str, producer: Mapping[str, Op]) -> str:
+    """The tensor whose memory `name` occupies: follow views back to what they alias."""
+    while name in producer and is_view(producer[name]):
+        inputs = producer[name].present_inputs
+        if not inputs:
+            break
+        name = inputs[0]
+    return name
+
+
 def saved_for_backward(stage: Subgraph) -> frozenset[str]:
     """Names of the tensors held from forward to backward: op outputs (charged to the op that
     writes them) and data inputs."""
     producer, tensors = stage.producer, stage.tensors
 
     def buffer(name: str) -> str:
-        """The tensor whose memory `name` occupies: follow views back to what they alias."""
-        while name in producer and is_view(producer[name]):
-            inputs = producer[name].present_inputs
-            if not inputs:
-                break
-            name = inputs[0]
-        return name
+        return _buffer(name, producer)
 
     saved: set[str] = set()
     for op in stage.ops:
@@ -54,6 +59,36 @@ def saved_for_backward(stage: Subgraph) -> frozenset[str]:
             if name and tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT):
                 saved.add(buffer(name))
     return frozenset(saved)
+
+
+def kept_and_rebuilt(
+    stage: Subgraph, recomputed: frozenset[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """With the ops `recomputed` rerunning their forward in the backward
+    (`planner/recompute.py`): the tensors still held from forward to backward, and the saved
+    tensors the backward rebuilds instead.
+
+    A saved tensor a recomputed op writes is rebuilt; what the recomputed ops read from other
+    ops (or from the data) is kept, for the rerun."""
+    saved = saved_for_backward(stage)
+    if not recomputed:
+        return saved, frozenset()
+    producer, tensors = stage.producer, stage.tensors
+
+    def rebuilt_by_rerun(name: str) -> bool:
+        return name in producer and producer[name].name in recomputed
+
+    rebuilt = frozenset(name for name in saved if rebuilt_by_rerun(name))
+    read = {
+        _buffer(name, producer)
+        for op in stage.ops
+        if op.name in recomputed
+        for name in op.present_inputs
+        if tensors[name].kind in (TensorKind.ACTIVATION, TensorKind.INPUT)
+        and not rebuilt_by_rerun(name)
+    }
+    kept = (saved - rebuilt) | {name for name in read if not rebuilt_by_rerun(name)}
+    return frozenset(kept), rebuilt
 
 
 def charged_to(op: Op, saved: frozenset[str], tensors: Mapping[str, Tensor]) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ def plan(
         problem = one_stage_problem(options.pins)
         if problem is not None:
             raise problem
-        if options.recompute is Recompute.FULL:
+        if options.recompute in (Recompute.FULL, Recompute.SELECTIVE):
             raise InputError(
                 "--recompute", "", "the full search (recomputation works per layer)",
                 "--intra-only",

@@ -15,9 +15,10 @@ logical mesh and memory level, instead of one per range):
    a candidate that may start at a host's start or inside a host is priced once for each,
    forward and, when training, the gradient back);
 3. its memory per device is the sum of the layers' parameter state plus `in_flight` times
-   their kept activations (with rematerialisation: only each layer's inputs, plus one layer's
-   activations rebuilt during the backward); the most microbatches it can hold decides how
-   many stages may follow it (1F1B: stage k of S holds min(S - k, B)).
+   their kept activations (with full recomputation: only each layer's inputs, plus one layer's
+   activations rebuilt during the backward; with selective: what the layers keep, plus the
+   largest one layer's backward rebuilds); the most microbatches it can hold decides how many
+   stages may follow it (1F1B: stage k of S holds min(S - k, B)).
 
 Approximations, stated: ranges use one memory level for all their layers; the transfer is
 spread over the receiving stage's devices.
@@ -42,6 +43,7 @@ from planner.placement import Start, start_link
 from planner.reshard import reshard_s
 from planner.strategies import Strategy
 from planner.workers import run_tasks
+from plans.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
 from plans.specs import ShardingSpec
 
 # Memory levels per layer and mesh after the unlimited plan: budgets at these fractions of the
@@ -116,14 +118,14 @@ class RangePlan:
     optimizer_step_s: float  # once per iteration
     state_bytes: int
     kept_bytes: int  # activations held per microbatch in flight
-    transient_bytes: int  # held once, whatever the microbatches (remat: one layer's forward)
+    transient_bytes: int  # held once, whatever the microbatches (recomputation: one layer's)
     resharding_s: float  # part of time_s: between layers of the range
     transfer_s: float  # part of time_s: receiving from the stage before
     start: Start = Start.ANYWHERE  # where the stage starts (the link it receives over)
     # Parameter, gradient and optimizer bytes the layers' own plans count more than once (a
     # parameter shared by layers of the range), already left out of state_bytes.
     repeated_state: tuple[int, int, int] = (0, 0, 0)
-    recompute: bool = False  # its layers rebuild their activations in the backward
+    recompute: str = RECOMPUTE_NONE  # how its layers rebuild activations in the backward
 
     @property
     def iteration_s(self) -> float:
@@ -438,7 +440,7 @@ class StageCostTable:
                         resharding_s=resharding,
                         transfer_s=transfer,
                         start=start,
-                        recompute=self.settings.training and self.settings.remat,
+                        recompute=self.recompute,
                     )
                 )
         return found
@@ -451,16 +453,24 @@ class StageCostTable:
         plan = self.layer_plans(index, submesh, shape)[level]
         return plan.sharding, plan.strategies
 
+    @property
+    def recompute(self) -> str:
+        """The recomputation of every range this table composes (RECOMPUTE_NONE inference)."""
+        return self.settings.recompute if self.settings.recomputes else RECOMPUTE_NONE
+
     def _kept_bytes(self, layers: Sequence[StageSharding]) -> int:
-        """Activations a range holds per microbatch in flight: every saved tensor, or with
-        rematerialisation only each layer's inputs."""
-        if self.settings.remat:
+        """Activations a range holds per microbatch in flight: every tensor its layers keep,
+        or with full recomputation only each layer's inputs."""
+        if self.recompute == RECOMPUTE_FULL:
             return sum(s.boundary_bytes for s in layers)
         return sum(s.activation_bytes for s in layers)
 
     def _transient_bytes(self, layers: Sequence[StageSharding]) -> int:
-        """With rematerialisation, the backward rebuilds one layer's activations at a time."""
-        return max((s.activation_bytes for s in layers), default=0) if self.settings.remat else 0
+        """With recomputation, the backward rebuilds one layer's activations at a time: all
+        it saves (full), or what its recomputed ops would have kept (selective)."""
+        if self.recompute == RECOMPUTE_FULL:
+            return max((s.activation_bytes for s in layers), default=0)
+        return max((s.rebuilt_bytes for s in layers), default=0)
 
     def _transfer_s(self, names: Sequence[str], submesh: tuple[int, int], start: Start) -> float:
         """Receiving the tensors `names` from the stage before, one message each, spread over

@@ -6,8 +6,9 @@ whole mesh (S01). Every combination whose split labels divide evenly is a strate
 rule for every op. Costs per device follow from the label classes:
 
 - compute: roofline of the op on its local (sharded) shapes; backward = 2x forward for
-  contractions, 1x otherwise; with rematerialisation the backward also reruns the forward, its
-  collectives included (and the resharding between ops, `planner/reshard.py`);
+  contractions, 1x otherwise; an op that recomputation reruns (`planner/recompute.py`: every op
+  under full recomputation, the attention cores under selective) adds its forward to its
+  backward, its forward collectives included (and the resharding into it, `planner/reshard.py`);
 - forward: a split contracted label leaves partial sums: all-reduce of the output over its axes;
   a split statistics label (softmax axis, layer-norm features): all-reduce of two per-row
   statistics, forward and backward;
@@ -16,7 +17,8 @@ rule for every op. Costs per device follow from the label classes:
 - backward, gradient of a parameter W: the same rule gives the axes over which dW is summed;
   that all-reduce runs once per iteration, gradients accumulating locally in between;
 - memory: parameters, gradients and optimizer state of the local piece of each parameter
-  (`cost_models.memory`), plus the op's outputs kept for backward (`planner/saved_tensors.py`).
+  (`cost_models.memory`), plus the op's outputs kept for backward (`planner/saved_tensors.py`;
+  under selective recomputation, those it keeps and, apart, those the backward rebuilds).
 
 ZeRO variants (training, ops that own parameters replicated over some mesh axes R):
 
@@ -85,7 +87,7 @@ class CostContext:
     training: bool
     options: StrategyOptions = field(default_factory=StrategyOptions)
     compute: ComputeModel | None = None  # None: the GPU's roofline
-    remat: bool = False  # the backward recomputes the forward first
+    remat: bool = False  # this op's forward reruns in the backward (`planner/recompute.py`)
 
     @property
     def compute_model(self) -> ComputeModel:
@@ -135,6 +137,9 @@ class Strategy(CostTotals):
     optimizer_bytes: int
     activation_bytes: int  # outputs kept for backward, one microbatch
     zero: ZeroStage = ZeroStage.NONE  # how the parameters the op owns hold their state
+    # Selective recomputation: the saved tensors charged to this op that the backward rebuilds
+    # instead of keeping (`planner/saved_tensors.py`: kept_and_rebuilt), one microbatch.
+    rebuilt_bytes: int = 0
 
 
 def _assignments(
@@ -211,6 +216,7 @@ def op_strategies(
     context: CostContext,
     owned_parameters: frozenset[str],
     saved: frozenset[str] = frozenset(),
+    rebuilt: frozenset[str] = frozenset(),
 ) -> tuple[Strategy, ...]:
     """The op's strategies, deduplicated, in a deterministic order (replicated first)."""
     mesh = context.mesh
@@ -230,8 +236,9 @@ def op_strategies(
     seen: set[tuple[object, ...]] = set()
     for assignment in assignments:
         priced = _priced(
-            op, notation, tensors, frozen_extents, context, owned_parameters, saved, assignment
-        )
+            op, notation, tensors, frozen_extents, context, owned_parameters, saved, rebuilt,
+            assignment,
+        )  # fmt: skip
         for strategy in priced:
             key = (strategy.input_specs, strategy.output_specs, strategy.zero)
             if key not in seen:
@@ -248,6 +255,7 @@ def _priced(
     context: CostContext,
     owned_parameters: frozenset[str],
     saved: frozenset[str],
+    rebuilt: frozenset[str],
     assignment: Mapping[str, tuple[int, ...]],
 ) -> list[Strategy]:
     mesh = context.mesh
@@ -319,11 +327,12 @@ def _priced(
                 )
         elif context.training and tensor.kind is TensorKind.ACTIVATION and tensor.is_float:
             communication_s += all_reduce_over_s(local[name].size_bytes, _axes(mesh, summed))
-    activation_bytes = 0
+    activation_bytes = rebuilt_bytes = 0
     if context.training:
         # Kept for backward (`planner/saved_tensors.py`): the op's saved outputs, and the saved
-        # data inputs it reads, at their local size.
+        # data inputs it reads, at their local size; likewise what the backward rebuilds.
         activation_bytes = sum(local[name].size_bytes for name in charged_to(op, saved, tensors))
+        rebuilt_bytes = sum(local[name].size_bytes for name in charged_to(op, rebuilt, tensors))
     elements = sum(piece.elements for piece in parameters)
     plain = Strategy(
         name=strategy_name(input_specs, output_specs),
@@ -338,6 +347,7 @@ def _priced(
         gradient_bytes=elements * state.gradients,
         optimizer_bytes=elements * state.optimizer,
         activation_bytes=activation_bytes,
+        rebuilt_bytes=rebuilt_bytes,
     )
     if not parameters or not context.training:
         return [plain]

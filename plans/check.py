@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from plans.plan import Plan
+from plans.plan import RECOMPUTE_SELECTIVE, Plan
 from plans.specs import ShardingSpec
 
 _LISTED_DEVICES = 8  # unused devices named in the one line that reports them
@@ -71,6 +71,16 @@ def _stage_references(plan: Plan) -> Iterator[Problem]:
     for position, stage in enumerate(plan.stages):
         if stage.index != position:
             yield Problem("stages", f"stages[{position}] has index {stage.index}")
+    for stage in plan.stages:
+        if stage.recomputed_ops and stage.recompute != RECOMPUTE_SELECTIVE:
+            yield Problem(
+                "recompute",
+                f"stage {stage.index} lists recomputed_ops but recomputes {stage.recompute}",
+            )
+        own = set(stage.ops)
+        for op in stage.recomputed_ops:
+            if op not in own:
+                yield Problem("recompute", f"stage {stage.index} recomputes op {op}: not its own")
     for position, transfer in enumerate(plan.transfers):
         for end in (transfer.source_stage, transfer.destination_stage):
             if not 0 <= end < len(plan.stages):

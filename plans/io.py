@@ -172,6 +172,7 @@ def _stage_to_dict(stage: Stage) -> dict[str, Any]:
         "shardings": stage.shardings,
         "zero": {name: str(mode) for name, mode in stage.zero.items()},
         "recompute": stage.recompute,
+        **({"recomputed_ops": stage.recomputed_ops} if stage.recomputed_ops else {}),
         "time_s": {
             "forward": stage.time.forward_s,
             "backward": stage.time.backward_s,
@@ -445,6 +446,7 @@ def _stage(stage: dict[str, Any]) -> Stage:
         shardings=frozen_map(stage["shardings"]),  # type: ignore[arg-type]
         zero=frozen_map({name: ZeroStage(mode) for name, mode in stage["zero"].items()}),  # type: ignore[arg-type]
         recompute=stage.get("recompute", RECOMPUTE_NONE),
+        recomputed_ops=tuple(stage.get("recomputed_ops", ())),
         time=StageTime(
             forward_s=time["forward"],
             backward_s=time["backward"],

@@ -141,12 +141,15 @@ class Stage:
     # Parameter -> how its state is held on this stage (every parameter the stage reads).
     zero: Mapping[str, ZeroStage] = field(default_factory=frozen_map)  # type: ignore[arg-type]
     # RECOMPUTE_FULL: each layer keeps only its inputs and rebuilds its activations in the
-    # backward (activation checkpointing per layer).
+    # backward (activation checkpointing per layer). RECOMPUTE_SELECTIVE: only the ops in
+    # `recomputed_ops` (the attention cores) rerun their forward in the backward; what they
+    # write is not kept.
     recompute: str = "none"
+    recomputed_ops: tuple[str, ...] = ()  # RECOMPUTE_SELECTIVE only, in stage op order
 
 
-RECOMPUTE_NONE, RECOMPUTE_FULL = "none", "full"
-RECOMPUTE_MODES = (RECOMPUTE_NONE, RECOMPUTE_FULL)
+RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = "none", "selective", "full"
+RECOMPUTE_MODES = (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL)
 
 
 @dataclass(frozen=True)

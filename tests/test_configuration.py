@@ -251,3 +251,20 @@ def test_evaluate_that_does_not_fit_exits_3_and_writes_nothing(
     assert main([*_evaluate(tmp_path, *flags), "-o", str(out)]) == exit_codes.INFEASIBLE
     assert "fits" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_evaluate_recomputes_selectively_and_writes_which_ops(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan.json"
+    flags = ("--dp", "2", "--tp", "2", "--pp", "2", "--microbatch", "4")
+    args = [*_evaluate(tmp_path, *flags), "--recompute", "selective", "--json", "-o", str(out)]
+    assert main(args) == exit_codes.OK
+    document = json.loads(capsys.readouterr().out)
+    # The attention cores' FLOPs run twice: more hardware FLOPs, far fewer than full's 4/3.
+    ratio = document["hardware_tflops_per_gpu"] / document["tflops_per_gpu"]
+    assert 1 < ratio < 1.05
+    stages = json.loads(out.read_text())["stages"]
+    assert [stage["recompute"] for stage in stages] == ["selective", "selective"]
+    assert all(stage["recomputed_ops"] for stage in stages)
+    assert main(["check", str(out), "--model", str(GPT_TINY)]) == exit_codes.OK

@@ -30,6 +30,7 @@ from executor.reference import max_relative_error, reference_outputs  # noqa: E4
 from executor.runtime import PlanRuntime, RuntimeOptions  # noqa: E402
 from executor.stages import ModelFacts  # noqa: E402
 from planner.onnx_import import load_onnx  # noqa: E402
+from planner.recompute import recomputed_ops  # noqa: E402
 from plans.check import check_plan  # noqa: E402
 from plans.errors import InputError  # noqa: E402
 from plans.io import read_plan  # noqa: E402
@@ -384,6 +385,7 @@ def _relative(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float
         "pipeline-deeper-warm-up",
         "pipeline-interleaved",
         "pipeline-recomputing",
+        "pipeline-recomputing-selectively",
     ],
 )
 def test_one_sharded_training_step_updates_weights_as_one_device_does(
@@ -409,6 +411,8 @@ def test_one_sharded_training_step_updates_weights_as_one_device_does(
         plan = two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=2)
         recomputing = dataclasses.replace(plan.stages[1], recompute="full")
         plan = dataclasses.replace(plan, stages=(plan.stages[0], recomputing))
+    elif shape == "pipeline-recomputing-selectively":  # both stages rerun their attention cores
+        plan = selectively_recomputing(two_stages(read_plan(make_plan("gpt2", *sgd)), (2, 2)))
     elif shape == "pipeline-interleaved":  # 4 stages on 2 groups: each microbatch crosses twice
         plan = interleaved(read_plan(make_plan("gpt2", *sgd)), (2, 2), microbatches=4)
         assert check_plan(plan) == ()
@@ -452,6 +456,57 @@ def test_a_recomputing_stage_checkpoints_each_of_its_layers(
         jaxpr = jax.make_jaxpr(sharded.forwards[index])(params, inputs).jaxpr
         remats = [eqn for eqn in jaxpr.eqns if eqn.primitive.name.startswith("remat")]
         assert len(remats) == checkpoints, index
+
+
+def selectively_recomputing(plan: Plan) -> Plan:
+    """`plan` with every stage rerunning its attention cores (`planner/recompute.py`)."""
+    graph = load_onnx(DATA / "gpt2.onnx", batch_size=BATCH).subgraph()
+    cores = recomputed_ops(graph, "selective")
+    stages = tuple(
+        dataclasses.replace(
+            stage,
+            recompute="selective",
+            recomputed_ops=tuple(op for op in stage.ops if op in cores),
+        )
+        for stage in plan.stages
+    )
+    assert all(stage.recomputed_ops for stage in stages)  # one attention layer each
+    return dataclasses.replace(plan, stages=stages)
+
+
+def test_a_selectively_recomputing_stage_names_what_its_checkpoint_policy_drops(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = selectively_recomputing(
+        two_stages(read_plan(make_plan("gpt2", "--optimizer", "sgd")), (2, 2))
+    )
+    assert check_plan(plan) == ()
+    sharded = runtime(plan, "gpt2", "train")
+    written = facts("gpt2").op_outputs
+    for index, stage in enumerate(plan.stages):
+        expected = {name for op in stage.recomputed_ops for name in written[op] if name}
+        assert sharded.programs[index].rebuilt == expected
+        params, inputs = sharded._abstract_inputs(index)
+        jaxpr = jax.make_jaxpr(sharded.forwards[index])(params, inputs).jaxpr
+        (remat,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name.startswith("remat")]
+        assert remat.params["policy"] is not None  # one checkpoint, with the names policy
+        inner = remat.params["jaxpr"]
+        named = {eqn.params["name"] for eqn in inner.eqns if eqn.primitive.name == "name"}
+        assert named == expected
+
+
+def test_a_plan_recomputing_an_op_of_another_stage_is_refused(
+    make_plan: Callable[..., Path],
+) -> None:
+    plan = selectively_recomputing(
+        two_stages(read_plan(make_plan("gpt2", "--optimizer", "sgd")), (2, 2))
+    )
+    first, second = plan.stages
+    wrong = dataclasses.replace(second, recomputed_ops=(first.ops[0],))
+    plan = dataclasses.replace(plan, stages=(first, wrong))
+    assert any("not its own" in str(problem) for problem in check_plan(plan))
+    with pytest.raises(InputError, match="recomputed_ops"):
+        runtime(plan, "gpt2", "train")
 
 
 def test_adam_steps_under_a_sharded_plan_follow_the_single_device_loss(

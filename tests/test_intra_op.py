@@ -99,7 +99,10 @@ def _mlp_stage(
     graph = load_onnx(path, batch_size=batch)
     cluster = toy_cluster()
     mesh = logical_mesh(cluster, (1, 8), (1, 8))
-    settings = IntraOpSettings("float32", "adam", True, 1, 1, budget, relative_gap=0.0, remat=remat)
+    settings = IntraOpSettings(
+        "float32", "adam", True, 1, 1, budget, relative_gap=0.0,
+        recompute="full" if remat else "none",
+    )  # fmt: skip
     return graph, solve_stage(graph.subgraph(), mesh, cluster.gpu, settings)
 
 

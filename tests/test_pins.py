@@ -152,7 +152,7 @@ def test_pins_that_contradict_a_flag_are_bad_input() -> None:
         (["tp=two"], "--pin tp: expected a positive integer"),
         (["tp=0"], "--pin tp: expected a positive integer"),
         (["tp=" + "9" * 5000], "--pin tp: expected at most"),
-        (["recompute=some"], "--pin recompute: expected one of auto, none, full"),
+        (["recompute=some"], "--pin recompute: expected one of auto, none, selective, full"),
     ],
 )
 def test_pin_flags_are_parsed_strictly(flags: list[str], message: str) -> None:

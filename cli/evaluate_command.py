@@ -1,11 +1,11 @@
 """`evaluate`: price one Megatron-style configuration exactly (`planner/configuration.py`).
 
 `alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--recompute none|selective|full]
-[--zero 0|1|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]` prints the
-configuration's iteration time, throughput, model and hardware TFLOP/s per GPU and peak memory
-(with `--json`, one JSON line of those fields); `-o` writes it as a plan for `show`, `diff` and
-`check`. Exit 3 when it does not fit the memory budget (the figures are still printed; no plan
-is written).
+[--sequence-parallel] [--zero 0|1|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]`
+prints the configuration's iteration time, throughput, model and hardware TFLOP/s per GPU and
+peak memory (with `--json`, one JSON line of those fields); `-o` writes it as a plan for
+`show`, `diff` and `check`. Exit 3 when it does not fit the memory budget (the figures are
+still printed; no plan is written).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
         f"{plan.cluster.gpus_per_host} {plan.cluster.gpu.name}), batch {plan.settings.batch_size}: "
         f"dp {config.dp}, tp {config.tp}, pp {config.pp}, vp {config.vp}, microbatch "
         f"{config.microbatch_size} ({plan.settings.microbatches} microbatches), recompute "
-        f"{config.recompute}, ZeRO {config.zero}",
+        f"{config.recompute}, ZeRO {config.zero}"
+        + (", sequence parallel" if config.sequence_parallel else ""),
         highlight=False,
     )
     table = Table(show_edge=False, pad_edge=False, show_header=False)
@@ -96,6 +97,13 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
     "--recompute-granularity full), the attention cores (selective), or none.",
 )
 @click.option(
+    "--sequence-parallel",
+    is_flag=True,
+    help="Megatron-LM's sequence parallelism: the row-parallel matmuls may reduce-scatter "
+    "their partial sums (onto the sequence) instead of all-reducing them, the LayerNorm and "
+    "residual regions running split.",
+)
+@click.option(
     "--zero",
     type=click.Choice([str(z) for z in ZERO_STRATEGIES]),
     default="0",
@@ -130,6 +138,7 @@ def evaluate_command(
     vp: int,
     microbatch_size: int,
     recompute: str,
+    sequence_parallel: bool,
     zero: str,
     as_json: bool,
     output: str | None,
@@ -146,7 +155,16 @@ def evaluate_command(
     flags = dict(click.get_current_context().params)
     flags["recompute"] = "auto"  # the configuration's own recompute is `config.recompute`
     options = plan_options(flags, measured)
-    config = ParallelConfig(dp, tp, pp, microbatch_size, vp, recompute, int(zero))  # type: ignore[arg-type]
+    config = ParallelConfig(
+        dp,
+        tp,
+        pp,
+        microbatch_size,
+        vp,
+        recompute,
+        int(zero),
+        sequence_parallel,  # type: ignore[arg-type]
+    )
     evaluation = price(graph, cluster_spec, options, config, jobs or os.cpu_count() or 1)
     if as_json:
         click.echo(json.dumps(evaluation_document(evaluation), sort_keys=True, allow_nan=False))

@@ -15,8 +15,9 @@ parallelisation strategies, not cost models.
   tp inside a host, the batch on axis 0 and the ILP free on axis 1 (where it finds Megatron's
   column-then-row splits), the layers in pp x vp chunks of equal counts, recomputation (full or
   selective) in every stage or none, with or without the distributed optimizer (ZeRO-1), each
-  priced as `alpa-plan evaluate` prices it (`planner/configuration.py`); the best (dp, tp, pp,
-  vp, recompute, distributed optimizer, B);
+  priced as `alpa-plan evaluate` prices it (`planner/configuration.py`), with and without
+  sequence parallelism where tp > 1; the best (dp, tp, pp, vp, recompute, distributed
+  optimizer, sequence parallelism, B);
 - DeepSpeed: one stage, mesh (dp, tp) with tp inside a host, batch on axis 0, ZeRO stage 1, 2
   or 3 for every parameter, recomputation in every layer or none, priced as `alpa-plan
   evaluate` prices it; the best (tp, ZeRO stage, recompute, B);
@@ -485,7 +486,7 @@ def megatron(
     tables: ConfigTables | None = None,
 ) -> Baseline:
     """Megatron-LM 3D parallelism: the best (dp, tp, pp, vp, recompute, distributed optimizer,
-    B), each priced as `alpa-plan evaluate` prices it."""
+    sequence parallelism where tp > 1, B), each priced as `alpa-plan evaluate` prices it."""
     tables = tables or ConfigTables(graph, cluster, options)
     best = _Best(options.memory_budget_bytes(cluster))
     layers = len(tables.layers)
@@ -495,11 +496,14 @@ def megatron(
                 continue
             for recompute in megatron_recomputes(options):
                 for zero in megatron_zero_stages(options, dp):
-                    config = ParallelConfig(dp, tp, pp, 1, vp, recompute, zero)
-                    objective_s = _config_objective(
-                        graph, cluster, options, tables, best, config, "megatron"
-                    )
-                    search_counts(graph.batch_size, options.microbatches, objective_s)
+                    for sequence_parallel in (False, True) if tp > 1 else (False,):
+                        config = ParallelConfig(
+                            dp, tp, pp, 1, vp, recompute, zero, sequence_parallel
+                        )
+                        objective_s = _config_objective(
+                            graph, cluster, options, tables, best, config, "megatron"
+                        )
+                        search_counts(graph.batch_size, options.microbatches, objective_s)
     return best.result("megatron")
 
 

@@ -12,7 +12,8 @@ brackets):
   (interleaved 1F1B for vp > 1, `--num-layers-per-virtual-pipeline-stage`);
 - B = batch / (dp x microbatch size) microbatches (`--micro-batch-size`, `--global-batch-size`);
 - recomputation in every stage or in none (`--recompute-granularity full` or `selective`,
-  `planner/recompute.py`), and ZeRO over the
+  `planner/recompute.py`); sequence parallelism (`--sequence-parallel`: the row-parallel
+  matmuls may reduce-scatter their partial sums, `planner/strategies.py`); and ZeRO over the
   data-parallel axis (0: none; 1, Megatron-LM's distributed optimizer, 2 and 3 as
   `planner/strategies.py` prices them).
 
@@ -62,6 +63,9 @@ class ParallelConfig:
     vp: int = 1
     recompute: Recompute = Recompute.NONE
     zero: int = 0
+    # Megatron-LM's `--sequence-parallel`: the ILP may reduce-scatter the row-parallel
+    # matmuls' partial sums onto a dim of their output (`planner/strategies.py: _scattered`).
+    sequence_parallel: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recompute", Recompute(self.recompute))
@@ -79,6 +83,7 @@ class ParallelConfig:
             "microbatch_size": self.microbatch_size,
             "recompute": str(self.recompute),
             "zero": self.zero,
+            "sequence_parallel": self.sequence_parallel,
         }
 
 
@@ -179,7 +184,11 @@ def config_options(options: PlanOptions, config: ParallelConfig, microbatches: i
         options,
         microbatches=microbatches,
         recompute=config.recompute,
-        strategy=StrategyOptions(zero=ZERO_STRATEGIES[config.zero], force_batch_dim_to_mesh_dim=0),
+        strategy=StrategyOptions(
+            zero=ZERO_STRATEGIES[config.zero],
+            force_batch_dim_to_mesh_dim=0,
+            scatter_partial_sums=config.sequence_parallel,
+        ),
     )
 
 
@@ -198,7 +207,9 @@ class ConfigTables:
     def table(self, config: ParallelConfig, microbatches: int, jobs: int = 1) -> StageCostTable:
         submesh = group_submesh(config, self.cluster)
         shape = (config.dp, config.tp)
-        key = (microbatches, submesh, shape, config.recompute, config.zero)
+        key = (
+            microbatches, submesh, shape, config.recompute, config.zero, config.sequence_parallel
+        )  # fmt: skip
         if key not in self._tables:
             options = config_options(self.options, config, microbatches)
             settings = options.intra_op_settings(self.cluster, microbatches)

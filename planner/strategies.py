@@ -9,7 +9,12 @@ rule for every op. Costs per device follow from the label classes:
   contractions, 1x otherwise; an op that recomputation reruns (`planner/recompute.py`: every op
   under full recomputation, the attention cores under selective) adds its forward to its
   backward, its forward collectives included (and the resharding into it, `planner/reshard.py`);
-- forward: a split contracted label leaves partial sums: all-reduce of the output over its axes;
+- forward: a split contracted label leaves partial sums: all-reduce of the output over its axes,
+  or (a variant per free output dim those axes divide) reduce-scatter onto that dim, whose
+  backward all-gathers the output's gradient: Megatron-LM's sequence parallelism (Korthikanti
+  et al. 2022, section 4.2.2), where the row-parallel matmul's output is scattered on the
+  sequence, the LayerNorm, dropout and residual regions run split on it, and the all-gather
+  before the next column-parallel matmul is the resharding that split implies;
   a split statistics label (softmax axis, layer-norm features): all-reduce of two per-row
   statistics, forward and backward;
 - backward, gradient of an activation input X: split labels that X lacks are summed over:
@@ -70,6 +75,9 @@ class StrategyOptions:
     # The batch goes on this mesh axis, for every op whose batch divides it (an op whose
     # batch cannot go there keeps all its strategies).
     force_batch_dim_to_mesh_dim: int | None = None
+    # A contraction's partial sums may be reduce-scattered onto a free dim of its output
+    # instead of all-reduced (Megatron-LM's sequence parallelism; `_scattered`).
+    scatter_partial_sums: bool = True
 
     def __post_init__(self) -> None:
         if self.zero not in ZERO_MODES:
@@ -349,9 +357,69 @@ def _priced(
         activation_bytes=activation_bytes,
         rebuilt_bytes=rebuilt_bytes,
     )
+    bases = [plain]
+    if contracted_axes and context.options.scatter_partial_sums:
+        bases += _scattered(plain, op, notation, tensors, frozen_extents, assignment, context,
+                            saved, rebuilt, sorted(set(contracted_axes)))  # fmt: skip
     if not parameters or not context.training:
-        return [plain]
-    return _with_parameter_state(plain, context, parameters)
+        return bases
+    return [v for base in bases for v in _with_parameter_state(base, context, parameters)]
+
+
+def _scattered(
+    plain: Strategy,
+    op: Op,
+    notation: Notation,
+    tensors: Mapping[str, Tensor],
+    frozen_extents: Mapping[str, tuple[int, ...]],
+    assignment: Mapping[str, tuple[int, ...]],
+    context: CostContext,
+    saved: frozenset[str],
+    rebuilt: frozenset[str],
+    axes: Sequence[int],
+) -> list[Strategy]:
+    """`plain` (whose output holds partial sums over `axes`) with the partial sums
+    reduce-scattered onto one free dim of the output instead of all-reduced: one variant per
+    such dim that the axes divide (Megatron-LM's sequence parallelism: the row-parallel
+    matmul's output scattered on the sequence). The backward all-gathers the output's gradient
+    over the same axes; a forward that reruns (recomputation) scatters again."""
+    named = [(position, name) for position, name in enumerate(op.outputs) if name]
+    if len(named) != 1 or notation.outputs[named[0][0]] is None:
+        return []
+    position, name = named[0]
+    labels = notation.outputs[position]
+    assert labels is not None
+    mesh = context.mesh
+    ways = split_ways(tuple(axes), mesh.shape)
+    partial = tensors[name].local(plain.output_specs[position], mesh.shape)  # type: ignore[arg-type]
+    over = _axes(mesh, axes)
+    forward_delta_s = reduce_scatter_over_s(partial.size_bytes, over) - all_reduce_over_s(
+        partial.size_bytes, over
+    )
+    runs = 2 if context.training and context.remat else 1
+    gradient_s = all_gather_over_s(partial.size_bytes, over) if context.training else 0.0
+    charged = set(charged_to(op, saved, tensors)) if context.training else set()
+    charged_rebuilt = set(charged_to(op, rebuilt, tensors)) if context.training else set()
+    variants = []
+    for label in labels:
+        if label in assignment or label in notation.unsplittable:
+            continue
+        if any(extent % ways for extent in frozen_extents[label]):
+            continue
+        spec = _spec(labels, {**assignment, label: tuple(axes)})
+        output_specs = tuple(spec if k == position else s for k, s in enumerate(plain.output_specs))
+        shrink = partial.size_bytes - tensors[name].local(spec, mesh.shape).size_bytes
+        variants.append(
+            replace(
+                plain,
+                name=strategy_name(plain.input_specs, output_specs),
+                output_specs=output_specs,
+                communication_s=plain.communication_s + runs * forward_delta_s + gradient_s,
+                activation_bytes=plain.activation_bytes - (shrink if name in charged else 0),
+                rebuilt_bytes=plain.rebuilt_bytes - (shrink if name in charged_rebuilt else 0),
+            )
+        )
+    return variants
 
 
 @dataclass(frozen=True)

@@ -247,21 +247,36 @@ class StageCostTable:
         jobs: int,
         progress: Callable[[int, int], None] | None,
     ) -> None:
-        tasks = []
+        # One task per (layer, submesh, logical shape): a model of one repeated layer still
+        # spreads over the workers.
+        tasks, owners = [], []
         for index, submesh in todo:
-            args = (
-                self.layer(index), self.cluster, self.settings, submesh,
-                refine.get((index, submesh), frozenset()), self.shapes_of(submesh),
-            )  # fmt: skip
-            tasks.append((solve_layer_on_submesh, args))
-        for (index, submesh), plans in zip(todo, run_tasks(tasks, jobs, progress), strict=True):
-            self._solved[(self.fingerprints[index], submesh)] = plans
-            self.solves += sum(len(levels) for levels in plans.values())
+            refined = refine.get((index, submesh))
+            for shape in self.shapes_of(submesh):
+                if refined is not None and shape not in refined:
+                    continue
+                args = (
+                    self.layer(index), self.cluster, self.settings, submesh,
+                    frozenset({shape}) if refined else frozenset(), (shape,),
+                )  # fmt: skip
+                tasks.append((solve_layer_on_submesh, args))
+                owners.append((index, submesh))
+        solved: dict[tuple[int, tuple[int, int]], dict[tuple[int, int], list[LayerPlan]]] = {}
+        for owner, found in zip(owners, run_tasks(tasks, jobs, progress), strict=True):
+            solved.setdefault(owner, {}).update(found)
+        for index, submesh in todo:
+            fresh = solved.get((index, submesh), {})
+            self.solves += sum(len(levels) for levels in fresh.values())
             self.timeouts += sum(
                 plan.sharding.solution.status == "time limit"
-                for levels in plans.values()
+                for levels in fresh.values()
                 for plan in levels
             )
+            plans = fresh
+            if (index, submesh) in refine:  # the shapes not refined keep their first plans
+                plans = {**self._solved[(self.fingerprints[index], submesh)], **fresh}
+                plans = {shape: plans[shape] for shape in self.shapes_of(submesh) if shape in plans}
+            self._solved[(self.fingerprints[index], submesh)] = plans
 
     def _shapes_to_refine(self, submesh: tuple[int, int]) -> frozenset[tuple[int, int]]:
         """The logical shapes of `submesh` worth tighter memory levels."""

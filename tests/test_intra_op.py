@@ -94,6 +94,7 @@ def _mlp_stage(
     hidden: int,
     budget: float = 2**40,
     remat: bool = False,
+    scatter: bool = True,
 ) -> tuple[Graph, StageSharding]:
     path = save_mlp(tmp_path, features=features, hidden=hidden, heads=8)
     graph = load_onnx(path, batch_size=batch)
@@ -101,6 +102,7 @@ def _mlp_stage(
     mesh = logical_mesh(cluster, (1, 8), (1, 8))
     settings = IntraOpSettings(
         "float32", "adam", True, 1, 1, budget, relative_gap=0.0,
+        strategy_options=StrategyOptions(scatter_partial_sums=scatter),
         recompute="full" if remat else "none",
     )  # fmt: skip
     return graph, solve_stage(graph.subgraph(), mesh, cluster.gpu, settings)
@@ -120,10 +122,16 @@ def test_weights_dominate_megatron_column_then_row(tmp_path: Path) -> None:
 
 
 def test_remat_pays_the_forward_all_reduce_again_in_the_backward(tmp_path: Path) -> None:
-    _, stage = _mlp_stage(tmp_path, batch=8, features=1024, hidden=4096, remat=True)
+    _, stage = _mlp_stage(tmp_path, batch=8, features=1024, hidden=4096, remat=True, scatter=False)
     assert str(stage.specs["w1"]) == "RS1" and str(stage.specs["w2"]) == "S1R"
     # The recomputed forward all-reduces fc2's partial sums a second time.
     assert stage.communication_s == pytest.approx(2 * all_reduce(4 * 8 * 1024))
+    # Allowed to, fc2 reduce-scatters them instead (twice, the gradient gathered once): the
+    # graph's output needs no whole copy.
+    _, scattered = _mlp_stage(tmp_path, batch=8, features=1024, hidden=4096, remat=True)
+    assert str(scattered.specs["y"]) in ("S1R", "RS1")
+    gather = (all_reduce(4 * 8 * 1024) + LINK_LATENCY_S) / 2  # an all-gather: half the bytes
+    assert scattered.communication_s == pytest.approx(3 * gather)
 
 
 def test_batch_dominates_pure_data_parallel(tmp_path: Path) -> None:

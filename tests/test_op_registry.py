@@ -66,6 +66,10 @@ def _all_reduce_s(num_bytes: float) -> float:  # the 1 x 4 axis: 2 (n-1)/n V bet
     return 2 * 3 / 4 * num_bytes / 100e9 + 1e-6
 
 
+def _reduce_scatter_s(num_bytes: float) -> float:  # (n-1)/n V beta + alpha, V before scattering
+    return 3 / 4 * num_bytes / 100e9 + 1e-6
+
+
 def test_elementwise_add_broadcasts_and_splits_without_communication() -> None:
     tensors = {"x": _tensor("x", (8, 16)), "b": _tensor("b", (16,), TensorKind.PARAMETER),
                "y": _tensor("y", (8, 16))}  # fmt: skip
@@ -85,6 +89,9 @@ def test_contraction_matmul_splits_m_n_or_k_and_k_costs_an_all_reduce() -> None:
         "RR = RR x RR": 0.0,
         "S1R = S1R x RR": 0.0,  # rows
         "RR = RS1 x S1R": pytest.approx(_all_reduce_s(4 * 8 * 32)),  # k: partial sums
+        # ... or the partial sums reduce-scattered onto the rows or the columns
+        "S1R = RS1 x S1R": pytest.approx(_reduce_scatter_s(4 * 8 * 32)),
+        "RS1 = RS1 x S1R": pytest.approx(_reduce_scatter_s(4 * 8 * 32)),
         "RS1 = RR x RS1": 0.0,  # columns
     }
 
@@ -110,6 +117,7 @@ def test_reduction_over_a_split_axis_all_reduces_the_result() -> None:
         "R = RR": 0.0,
         "S1 = S1R": 0.0,
         "R = RS1": pytest.approx(_all_reduce_s(4 * 8)),
+        "S1 = RS1": pytest.approx(_reduce_scatter_s(4 * 8)),  # the sums scattered
     }
 
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Cluster
@@ -216,26 +216,34 @@ def _search_count(
     table.solve_layers(submeshes, jobs, reporter(""))
     candidates, plans = table.candidates(submeshes, microbatches, options.schedule)
     recompute_tables: dict[str, StageCostTable] = {}
+    mode_pools: list[list[Candidate]] = []
+    plain = len(candidates)  # the candidates without recomputation come first
     if options.training and options.recompute is Recompute.AUTO:
-        recompute_tables = _add_recomputing(
+        recompute_tables, mode_pools = _add_recomputing(
             table, candidates, plans, submeshes, shapes, options, reporter, jobs
         )
     objective = _objective(options, cluster, microbatches)
     solves = StageSolves()
+    # With recomputing candidates, the pipelines without them are searched first, then those
+    # of each mode alone, and the best so far seeds the search over all: a search that stops at
+    # its budget never ends slower than the search of one mode would.
+    pools = [candidates[:plain], *mode_pools, candidates] if mode_pools else [candidates]
     solutions: list[PipelineSolution] = []
-    if pins.vp in (None, 1):  # a pinned vp > 1 leaves only interleaved pipelines
-        solutions = dp_pipelines(
-            candidates, len(layers), cluster.num_devices, objective.weight,
-            cluster.gpus_per_host, pins.plain_stages,
-        )  # fmt: skip
     found: PipelineChoice | None = None
     simulated, proven = 0, True
-    if solutions and options.training:
-        starting = [s.stages for s in solutions]
-        incumbent_s = math.inf
+    best_stages: list[Sequence[Candidate]] = []
+    incumbent_s = math.inf
+    for pool in pools if pins.vp in (None, 1) else []:  # a pinned vp > 1: interleaved only
+        solutions = dp_pipelines(
+            pool, len(layers), cluster.num_devices, objective.weight,
+            cluster.gpus_per_host, pins.plain_stages,
+        )  # fmt: skip
+        if not solutions or not options.training:
+            continue
+        starting = [*best_stages, *(s.stages for s in solutions)]
         for warmup_extra in warmup_extras(options.schedule, microbatches):
             result = search_pipeline(
-                candidates, plans, starting, len(layers), cluster.gpus_per_host, cluster.hosts,
+                pool, plans, starting, len(layers), cluster.gpus_per_host, cluster.hosts,
                 microbatches, str(options.schedule), warmup_extra, incumbent_s,
                 pins.plain_stages,
             )  # fmt: skip
@@ -248,6 +256,7 @@ def _search_count(
                 )  # fmt: skip
                 incumbent_s = result.makespan_s
                 starting = [result.stages, *starting]
+                best_stages = [result.stages]
         assert found is not None  # the DP's pipelines fit without a deeper warm-up
     if options.training and options.schedule is Schedule.ONE_F_ONE_B:
         shape = ClusterShape(
@@ -308,15 +317,19 @@ def _add_recomputing(
     options: PlanOptions,
     reporter: Callable[[str], Callable[[int, int], None]],
     jobs: int,
-) -> dict[str, StageCostTable]:
+) -> tuple[dict[str, StageCostTable], list[list[Candidate]]]:
     """Recomputing candidates added to `candidates` (their plans to `plans`), selective first,
-    then full; the cost table of each mode priced.
+    then full; the cost table of each mode priced, and per mode the pipelines' pool that
+    recomputes in that mode wherever it was priced: its candidates, unfiltered, and elsewhere
+    those without recomputation.
 
     Recomputation only adds time to a plan that holds what it must: a mode is priced on the
     submeshes where some plan of the modes before it cannot hold every microbatch, and a
     candidate of it is kept unless one of the modes before on the same range, submesh and start
     is as fast, as fast once per iteration, and holds as many microbatches."""
     index = {shape: k for k, shape in enumerate(submeshes)}
+    plain = list(candidates)
+    pools: list[list[Candidate]] = []
     kept: dict[tuple[int, int, int, Start], list[Candidate]] = {}
     for c in candidates:
         kept.setdefault((c.first, c.last, c.submesh, c.start), []).append(c)
@@ -331,8 +344,10 @@ def _add_recomputing(
         more_table.solve_layers(tuple(limited), jobs, reporter(f" ({mode} recomputation)"))
         more, more_plans = more_table.candidates(limited, microbatches, options.schedule)
         added: list[Candidate] = []
+        more = [replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]]) for c in more]
+        priced = {index[s] for s in limited}
+        pools.append([*(c for c in plain if c.submesh not in priced), *more])
         for c in more:
-            c = replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]])
             before = kept.get((c.first, c.last, c.submesh, c.start), [])
             if not any(_dominates(other, c) for other in before):
                 added.append(c)
@@ -342,7 +357,7 @@ def _add_recomputing(
         plans += more_plans
         tables[mode] = more_table
         limited = [s for s in limited if s in more_table.memory_limited]
-    return tables
+    return tables, pools
 
 
 def _dominates(a: Candidate, b: Candidate) -> bool:

@@ -5,24 +5,33 @@ a fixed configuration's choice (`planner/configuration.py`) and the search's (`p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
+import onnx
 import pytest
-from conftest import MODELS, ROOT
+from conftest import MODELS, ROOT, stacked_mlp_model
 from test_compare import v100_cluster
+from test_pipeline_search import _brute_force
 from test_pipeshard import GiB, cluster
 
 from cost_models.compute import CostClass
 from cost_models.mesh import logical_mesh
 from planner.configuration import ConfigTables, ParallelConfig, evaluate_config
-from planner.graph import Graph
+from planner.graph import Graph, split_batch
+from planner.inter_op import Candidate, dp_pipelines
 from planner.intra_op import IntraOpSettings, StageSharding, solve_stage
 from planner.layers import cluster_layers
+from planner.mesh_shapes import submesh_shapes
 from planner.onnx_import import load_onnx
-from planner.ops import cost_class_of
+from planner.ops import cast_floats, cost_class_of
 from planner.options import PlanOptions
+from planner.pipeline_search import search_pipeline
+from planner.pipeshard import _add_recomputing
 from planner.recompute import attention_cores, recomputed_ops
 from planner.saved_tensors import kept_and_rebuilt, saved_for_backward
 from planner.search import plan
+from planner.stage_costs import RangePlan, StageCostTable
 from plans.check import check_plan
 from plans.errors import InfeasibleError
 from plans.timeline import pipeline_timeline
@@ -170,3 +179,46 @@ def test_the_search_recomputes_selectively_where_that_is_enough() -> None:
         assert stage.recomputed_ops == tuple(op for op in stage.ops if op in cores)
         assert stage.memory.peak_bytes <= 0.9 * small.gpu.memory_bytes
     assert check_plan(auto) == ()
+
+
+@pytest.mark.parametrize(
+    "model, batch, memory_mib, chosen",
+    [("mlp", 4096, 160, "full"), ("mlp", 4096, 256, "none"), ("gpt-tiny", 2048, 64, "selective")],
+)
+def test_the_recompute_choice_per_stage_equals_enumeration(
+    tmp_path: Path, model: str, batch: int, memory_mib: int, chosen: str
+) -> None:
+    # 2 x 2 GPUs, 4 microbatches in 1F1B: every cut, submesh, memory level and recompute mode
+    # of every stage (each mode's cost table whole) against the candidates the search keeps (a
+    # recomputing one only where no earlier mode's dominates it) and its makespan search.
+    path = MODELS / "gpt-tiny.onnx"
+    if model == "mlp":  # 4 stacked layers, their ReLUs the only ops selective recomputes
+        path = tmp_path / "stacked.onnx"
+        onnx.save(stacked_mlp_model(4, 1024), str(path))
+    graph = cast_floats(load_onnx(path, batch_size=batch), "float16")
+    small = cluster(2, 2, 5e9, memory=memory_mib * 2**20)
+    options = PlanOptions(microbatches=4)
+    layers = cluster_layers(graph)
+    split = graph.subgraph(tensors=split_batch(graph.tensors, 4))
+    settings = options.intra_op_settings(small, 4)
+    submeshes = submesh_shapes(small, "power-of-two")
+    every: list[Candidate] = []
+    every_plan: list[RangePlan] = []
+    for mode in ("none", "selective", "full"):
+        table = StageCostTable(split, layers, small, replace(settings, recompute=mode))
+        table.solve_layers(submeshes)
+        found, found_plans = table.candidates(submeshes, 4, "1f1b")
+        every += [replace(c, key=c.key + len(every_plan)) for c in found]
+        every_plan += found_plans
+    expected = _brute_force(every, every_plan, len(layers), 2, 2, 4, "1f1b")
+
+    table = StageCostTable(split, layers, small, settings)
+    table.solve_layers(submeshes)
+    kept, plans = table.candidates(submeshes, 4, "1f1b")
+    _add_recomputing(table, kept, plans, submeshes, {}, options, lambda _: None, 1)  # type: ignore[arg-type, return-value]
+    starting = [s.stages for s in dp_pipelines(kept, len(layers), 4, 4, 2)]
+    result = search_pipeline(kept, plans, starting, len(layers), 2, 2, 4, "1f1b")
+    assert result is not None and result.proven
+    assert result.makespan_s == pytest.approx(expected, rel=1e-12)
+    modes = {plans[c.key].recompute for c in result.stages}
+    assert chosen in modes and (chosen != "none" or modes == {"none"})

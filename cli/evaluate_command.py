@@ -22,6 +22,7 @@ from cli.render import error_console, no_color_option, output_console
 from cost_models.units import format_bytes, format_seconds
 from planner.configuration import FIXED_RECOMPUTES, ZERO_STRATEGIES, Evaluation, ParallelConfig
 from planner.configuration import evaluate_config as price
+from planner.options import Recompute
 from plans.errors import InfeasibleError
 from plans.io import check_output_path, plan_to_json, write_text_atomically
 
@@ -156,14 +157,7 @@ def evaluate_command(
     flags["recompute"] = "auto"  # the configuration's own recompute is `config.recompute`
     options = plan_options(flags, measured)
     config = ParallelConfig(
-        dp,
-        tp,
-        pp,
-        microbatch_size,
-        vp,
-        recompute,
-        int(zero),
-        sequence_parallel,  # type: ignore[arg-type]
+        dp, tp, pp, microbatch_size, vp, Recompute(recompute), int(zero), sequence_parallel
     )
     evaluation = price(graph, cluster_spec, options, config, jobs or os.cpu_count() or 1)
     if as_json:

@@ -402,7 +402,7 @@ def deepspeed(
     for tp in tensor_parallel_degrees(cluster):
         if n % tp:
             continue
-        for recompute in deepspeed_recomputes(options):
+        for recompute in baseline_recomputes(options, (Recompute.NONE, Recompute.FULL)):
             for zero in zero_stages if n // tp > 1 else (0,):
                 config = ParallelConfig(n // tp, tp, 1, 1, 1, recompute, zero)
                 objective_s = _config_objective(
@@ -458,24 +458,16 @@ def megatron_plan(
     return found.plan
 
 
-def megatron_recomputes(options: PlanOptions) -> tuple[Recompute, ...]:
-    """The recomputation the Megatron-LM baseline tries (`--recompute-granularity`): none,
-    selective and full when the options leave it to the search (auto), else the one they set."""
+def baseline_recomputes(
+    options: PlanOptions, searched: tuple[Recompute, ...]
+) -> tuple[Recompute, ...]:
+    """The recomputation a baseline tries: `searched` when the options leave it to the search
+    (auto), else the one they set; none in inference. Megatron-LM searches none, selective and
+    full (`--recompute-granularity`); DeepSpeed's activation checkpointing is none or full."""
     if not options.training:
         return (Recompute.NONE,)
     if options.recompute is Recompute.AUTO:
-        return (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL)
-    return (options.recompute,)
-
-
-def deepspeed_recomputes(options: PlanOptions) -> tuple[Recompute, ...]:
-    """The recomputation the DeepSpeed baseline tries: its activation checkpointing keeps each
-    layer's input (full) or nothing is recomputed, when the options leave it to the search; else
-    the one they set (selective too, though DeepSpeed has no such switch)."""
-    if not options.training:
-        return (Recompute.NONE,)
-    if options.recompute is Recompute.AUTO:
-        return (Recompute.NONE, Recompute.FULL)
+        return searched
     return (options.recompute,)
 
 
@@ -490,11 +482,12 @@ def megatron(
     tables = tables or ConfigTables(graph, cluster, options)
     best = _Best(options.memory_budget_bytes(cluster))
     layers = len(tables.layers)
+    recomputes = baseline_recomputes(options, (Recompute.NONE, Recompute.SELECTIVE, Recompute.FULL))
     for dp, tp, pp in megatron_configurations(cluster, layers):
         for vp in MEGATRON_VIRTUAL_STAGES:
             if vp > 1 and (pp == 1 or pp * vp > layers or not options.training):
                 continue
-            for recompute in megatron_recomputes(options):
+            for recompute in recomputes:
                 for zero in megatron_zero_stages(options, dp):
                     for sequence_parallel in (False, True) if tp > 1 else (False,):
                         config = ParallelConfig(

@@ -35,7 +35,7 @@ from planner.intra_op_ilp import (
 from planner.ops import notation_of
 from planner.recompute import recomputed_ops
 from planner.reshard import ReshardRules, reshard_s
-from planner.saved_tensors import kept_and_rebuilt, saved_for_backward
+from planner.saved_tensors import kept_and_rebuilt
 from planner.strategies import CostContext, CostTotals, Strategy, StrategyOptions, op_strategies
 from plans.plan import RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from plans.specs import ShardingSpec
@@ -119,8 +119,14 @@ def owned_parameters(stage: Subgraph) -> dict[str, frozenset[str]]:
 
 
 def enumerate_strategies(
-    stage: Subgraph, mesh: LogicalMesh, gpu: Gpu, settings: IntraOpSettings
+    stage: Subgraph,
+    mesh: LogicalMesh,
+    gpu: Gpu,
+    settings: IntraOpSettings,
+    rerun: frozenset[str] | None = None,
 ) -> dict[str, tuple[Strategy, ...]]:
+    """Every op's strategies; `rerun`, the ops recomputation reruns, when already known
+    (default: `rerun_ops`)."""
     context = CostContext(
         mesh=mesh,
         gpu=gpu,
@@ -131,12 +137,11 @@ def enumerate_strategies(
         compute=settings.compute,
     )
     owned = owned_parameters(stage)
-    rerun = rerun_ops(stage, settings)
+    rerun = rerun_ops(stage, settings) if rerun is None else rerun
     saved, rebuilt = frozenset[str](), frozenset[str]()
-    if settings.training and settings.recompute == RECOMPUTE_SELECTIVE:
-        saved, rebuilt = kept_and_rebuilt(stage, rerun)
-    elif settings.training:  # full recomputation keeps layer inputs (`planner/stage_costs.py`)
-        saved = saved_for_backward(stage)
+    if settings.training:  # full recomputation keeps layer inputs (`planner/stage_costs.py`)
+        selective = settings.recompute == RECOMPUTE_SELECTIVE
+        saved, rebuilt = kept_and_rebuilt(stage, rerun if selective else frozenset())
     tensors = stage.tensors
     found = {}
     for op in stage.ops:
@@ -216,10 +221,10 @@ def prepare_stage(
     stage: Subgraph, mesh: LogicalMesh, gpu: Gpu, settings: IntraOpSettings
 ) -> PreparedStage:
     """Strategies, groups and the ILP of `stage` (tensors at microbatch size) on `mesh`."""
-    strategies = enumerate_strategies(stage, mesh, gpu, settings)
+    rerun = rerun_ops(stage, settings)
+    strategies = enumerate_strategies(stage, mesh, gpu, settings, rerun)
     groups, where = _group_ops(stage, strategies)
     ops, tensors, producer = stage.ops, stage.tensors, stage.producer
-    rerun = rerun_ops(stage, settings)
 
     def reshard(
         tensor: str, source: ShardingSpec | None, target: ShardingSpec | None, reader: Op

@@ -332,7 +332,7 @@ def _add_recomputing(
     pools: list[list[Candidate]] = []
     kept: dict[tuple[int, int, int, Start], list[Candidate]] = {}
     for c in candidates:
-        kept.setdefault((c.first, c.last, c.submesh, c.start), []).append(c)
+        kept.setdefault(_place(c), []).append(c)
     limited = [s for s in submeshes if s in table.memory_limited]
     tables: dict[str, StageCostTable] = {}
     microbatches = table.settings.microbatches
@@ -343,21 +343,22 @@ def _add_recomputing(
         more_table = StageCostTable(table.model, table.layers, table.cluster, settings, shapes)
         more_table.solve_layers(tuple(limited), jobs, reporter(f" ({mode} recomputation)"))
         more, more_plans = more_table.candidates(limited, microbatches, options.schedule)
-        added: list[Candidate] = []
         more = [replace(c, key=c.key + len(plans), submesh=index[limited[c.submesh]]) for c in more]
         priced = {index[s] for s in limited}
         pools.append([*(c for c in plain if c.submesh not in priced), *more])
-        for c in more:
-            before = kept.get((c.first, c.last, c.submesh, c.start), [])
-            if not any(_dominates(other, c) for other in before):
-                added.append(c)
+        added = [c for c in more if not any(_dominates(o, c) for o in kept.get(_place(c), []))]
         for c in added:
-            kept.setdefault((c.first, c.last, c.submesh, c.start), []).append(c)
+            kept.setdefault(_place(c), []).append(c)
         candidates += added
         plans += more_plans
         tables[mode] = more_table
         limited = [s for s in limited if s in more_table.memory_limited]
     return tables, pools
+
+
+def _place(c: Candidate) -> tuple[int, int, int, Start]:
+    """What two candidates must share to be compared: range, submesh and start."""
+    return (c.first, c.last, c.submesh, c.start)
 
 
 def _dominates(a: Candidate, b: Candidate) -> bool:

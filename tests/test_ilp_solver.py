@@ -55,7 +55,9 @@ def test_solves_the_memory_level_ilp_on_which_highspy_1_16_0_presolve_never_retu
             capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
     except subprocess.TimeoutExpired as expired:
-        raise AssertionError("HiGHS did not return on a 169-column ILP (presolve hang)") from expired
+        raise AssertionError(
+            "HiGHS did not return on a 169-column ILP (presolve hang)"
+        ) from expired
     status, objective = done.stdout.split()
     assert status == "optimal"
     assert float(objective) == pytest.approx(_scipy_optimum(_load("presolve-hang.npz")), rel=1e-9)

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -154,6 +155,17 @@ def _plan_shape(plan: Plan) -> str:
     )
 
 
+def _commit() -> str:
+    """The planner's commit a row was computed at (rows are rerun a few at a time)."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return found.stdout.strip() or "unknown"
+
+
+COMMIT = _commit()  # read once: the code a run imported, whatever is committed meanwhile
+
+
 def run_workload(
     workload: Workload, baselines: bool, jobs: int, remat: bool = False
 ) -> dict[str, Any]:
@@ -185,6 +197,7 @@ def run_workload(
     except InfeasibleError as error:
         row["auto"] = {"error": str(error)}
     row["planning_s"] = time.perf_counter() - started
+    row["planner_commit"] = COMMIT
     if baselines:
         started = time.perf_counter()
         found = all_baselines(graph, cluster, options, jobs=jobs)
@@ -218,17 +231,17 @@ def render(rows: dict[str, dict[str, Any]], order: list[str], skipped: dict[str,
         "inter-only": "inter",
     }
     lines = [
-        "| workload | GPUs | auto plan | auto TFLOP/s/GPU | "
+        "| workload | GPUs | commit | auto plan | auto TFLOP/s/GPU | "
         + " | ".join(short[b] for b in BASELINES)
         + " | best baseline | auto / best (time) | planning s | paper Alpa | paper baseline |",
-        "|" + "---|" * (9 + len(BASELINES)),
+        "|" + "---|" * (10 + len(BASELINES)),
     ]
     for name in order:
         if name not in rows:
             continue
         row = rows[name]
         auto = row["auto"]
-        cells = [name, str(row["gpus"])]
+        cells = [name, str(row["gpus"]), row.get("planner_commit", "earlier")]
         if "error" in auto:
             cells += ["does not fit", "-"]
         else:

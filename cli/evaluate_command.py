@@ -1,7 +1,8 @@
 """`evaluate`: price one Megatron-style configuration exactly (`planner/configuration.py`).
 
-`alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--recompute none|selective|full]
-[--sequence-parallel] [--zero 0|1|2|3] --microbatch N [--batch-size N] [--json] [-o plan.json]`
+`alpa-plan evaluate MODEL CLUSTER --dp N --tp N --pp N [--vp N] [--cp N]
+[--recompute none|selective|full] [--sequence-parallel] [--zero 0|1|2|3] --microbatch N
+[--batch-size N] [--json] [-o plan.json]`
 prints the configuration's iteration time, throughput, model and hardware TFLOP/s per GPU and
 peak memory (with `--json`, one JSON line of those fields); `-o` writes it as a plan for
 `show`, `diff` and `check`. Exit 3 when it does not fit the memory budget (the figures are
@@ -52,7 +53,9 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
     console.print(
         f"{plan.model.name} on {plan.cluster.name} ({plan.cluster.hosts} x "
         f"{plan.cluster.gpus_per_host} {plan.cluster.gpu.name}), batch {plan.settings.batch_size}: "
-        f"dp {config.dp}, tp {config.tp}, pp {config.pp}, vp {config.vp}, microbatch "
+        f"dp {config.dp}, tp {config.tp}, pp {config.pp}, vp {config.vp}"
+        + (f", cp {config.cp}" if config.cp > 1 else "")
+        + ", microbatch "
         f"{config.microbatch_size} ({plan.settings.microbatches} microbatches), recompute "
         f"{config.recompute}, ZeRO {config.zero}"
         + (", sequence parallel" if config.sequence_parallel else ""),
@@ -81,6 +84,11 @@ def _render(evaluation: Evaluation, no_color: bool) -> None:
 @click.option(
     "--vp", type=int, default=1, show_default=True,
     help="Chunks of layers per device group (interleaved 1F1B when above 1).",
+)  # fmt: skip
+@click.option(
+    "--cp", type=int, default=1, show_default=True,
+    help="Context-parallel degree: the token sequence split this many ways inside each stage "
+    "(Megatron's --context-parallel-size); needs --dp 1 or --tp 1.",
 )  # fmt: skip
 @click.option(
     "--microbatch",
@@ -137,6 +145,7 @@ def evaluate_command(
     tp: int,
     pp: int,
     vp: int,
+    cp: int,
     microbatch_size: int,
     recompute: str,
     sequence_parallel: bool,
@@ -157,7 +166,7 @@ def evaluate_command(
     flags["recompute"] = "auto"  # the configuration's own recompute is `config.recompute`
     options = plan_options(flags, measured)
     config = ParallelConfig(
-        dp, tp, pp, microbatch_size, vp, Recompute(recompute), int(zero), sequence_parallel
+        dp, tp, pp, microbatch_size, vp, Recompute(recompute), int(zero), sequence_parallel, cp
     )
     evaluation = price(graph, cluster_spec, options, config, jobs or os.cpu_count() or 1)
     if as_json:

@@ -11,6 +11,8 @@ brackets):
   as equal layer counts as they can be, larger first; chunk k runs on group k mod pp
   (interleaved 1F1B for vp > 1, `--num-layers-per-virtual-pipeline-stage`);
 - B = batch / (dp x microbatch size) microbatches (`--micro-batch-size`, `--global-batch-size`);
+- context parallelism (`--context-parallel-size`): the token sequence split cp ways inside
+  each device group, on the axis of whichever of dp and tp is 1 (`config_mesh`);
 - recomputation in every stage or in none (`--recompute-granularity full` or `selective`,
   `planner/recompute.py`); sequence parallelism (`--sequence-parallel`: the row-parallel
   matmuls may reduce-scatter their partial sums, `planner/strategies.py`); and ZeRO over the
@@ -39,6 +41,7 @@ from planner.options import PlanOptions, Recompute
 from planner.pipeline_time import in_flight
 from planner.placement import Start, place_stages
 from planner.plan_assembly import assemble_plan, build_stages, build_transfers, layer_records
+from planner.sequence_dims import with_sequence_dims
 from planner.stage_costs import RangePlan, StageCostTable
 from planner.strategies import StrategyOptions
 from plans.errors import InputError
@@ -66,13 +69,16 @@ class ParallelConfig:
     # Megatron-LM's `--sequence-parallel`: the ILP may reduce-scatter the row-parallel
     # matmuls' partial sums onto a dim of their output (`planner/strategies.py: _scattered`).
     sequence_parallel: bool = False
+    # Megatron-LM's `--context-parallel-size`: the token sequence split cp ways inside each
+    # device group (`config_mesh`).
+    cp: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recompute", Recompute(self.recompute))
 
     @property
     def gpus(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
 
     def record(self) -> dict[str, JsonValue]:
         return {
@@ -84,6 +90,7 @@ class ParallelConfig:
             "recompute": str(self.recompute),
             "zero": self.zero,
             "sequence_parallel": self.sequence_parallel,
+            "cp": self.cp,
         }
 
 
@@ -118,18 +125,39 @@ def config_layers(graph: Graph, options: PlanOptions) -> tuple[LayerSlice, ...]:
     return cluster_layers(graph, len(units) or options.layers)
 
 
+@dataclass(frozen=True)
+class ConfigMesh:
+    """A device group's logical mesh and the axes its batch and its sequence are forced on."""
+
+    shape: tuple[int, int]
+    batch_axis: int | None
+    sequence_axis: int | None
+
+
+def config_mesh(config: ParallelConfig) -> ConfigMesh:
+    """(dp, tp), the batch on axis 0; with context parallelism the sequence takes the axis of
+    whichever of dp and tp is 1: (dp, cp) with the sequence on axis 1, or (cp, tp) with the
+    sequence on axis 0 (a 2-D logical mesh holds two of the three splits; `config_problem`
+    refuses cp with both dp and tp above 1)."""
+    if config.cp == 1:
+        return ConfigMesh((config.dp, config.tp), 0, None)
+    if config.tp == 1:
+        return ConfigMesh((config.dp, config.cp), 0, 1)
+    return ConfigMesh((config.cp, config.tp), None, 0)
+
+
 def group_submesh(config: ParallelConfig, cluster: Cluster) -> tuple[int, int]:
-    """The (hosts, GPUs per host) submesh of one device group of dp x tp GPUs."""
-    size, g = config.dp * config.tp, cluster.gpus_per_host
+    """The (hosts, GPUs per host) submesh of one device group of dp x tp x cp GPUs."""
+    size, g = config.dp * config.tp * config.cp, cluster.gpus_per_host
     if size <= g and g % size == 0:
         return (1, size)
     if size % g == 0:
         return (size // g, g)
     raise InputError(
-        "--dp x --tp",
+        "--dp x --tp x --cp",
         "",
         f"a pipeline stage of GPUs that divides a host of {g} or is whole hosts",
-        f"{config.dp} x {config.tp} = {size}",
+        f"{config.dp} x {config.tp} x {config.cp} = {size}",
     )
 
 
@@ -138,15 +166,22 @@ def config_problem(
 ) -> InputError | None:
     """Why `config` cannot describe a run of `graph` on `cluster` (flags named as the CLI's
     `evaluate` spells them), or None."""
-    for name in ("dp", "tp", "pp", "vp", "microbatch_size"):
+    for name in ("dp", "tp", "pp", "vp", "cp", "microbatch_size"):
         value = getattr(config, name)
         if value < 1:
             flag = "--microbatch" if name == "microbatch_size" else f"--{name}"
             return InputError(flag, "", "a positive count", str(value))
     if config.gpus != cluster.num_devices:
         return InputError(
-            "--dp x --tp x --pp", "", f"the cluster's {cluster.num_devices} GPUs",
-            f"{config.dp} x {config.tp} x {config.pp} = {config.gpus}",
+            "--dp x --tp x --pp x --cp", "", f"the cluster's {cluster.num_devices} GPUs",
+            f"{config.dp} x {config.tp} x {config.pp} x {config.cp} = {config.gpus}",
+        )  # fmt: skip
+    if config.cp > 1 and config.dp > 1 and config.tp > 1:
+        return InputError(
+            "--cp", "",
+            "--dp 1 or --tp 1 with --cp above 1 (a 2-D logical mesh holds two of the batch, "
+            "tensor and sequence splits)",
+            f"dp {config.dp}, tp {config.tp}, cp {config.cp}",
         )  # fmt: skip
     if config.zero not in ZERO_STRATEGIES:
         choices = ", ".join(map(str, ZERO_STRATEGIES))
@@ -180,13 +215,15 @@ def config_problem(
 
 def config_options(options: PlanOptions, config: ParallelConfig, microbatches: int) -> PlanOptions:
     """The planner options a configuration prices under."""
+    mesh = config_mesh(config)
     return replace(
         options,
         microbatches=microbatches,
         recompute=config.recompute,
         strategy=StrategyOptions(
             zero=ZERO_STRATEGIES[config.zero],
-            force_batch_dim_to_mesh_dim=0,
+            force_batch_dim_to_mesh_dim=mesh.batch_axis,
+            force_sequence_dim_to_mesh_dim=mesh.sequence_axis,
             scatter_partial_sums=config.sequence_parallel,
         ),
     )
@@ -194,21 +231,24 @@ def config_options(options: PlanOptions, config: ParallelConfig, microbatches: i
 
 class ConfigTables:
     """The cost tables of fixed configurations, one per (microbatches, group submesh and logical
-    mesh, recompute, ZeRO), shared by every configuration that needs the same one."""
+    mesh with its forced axes, recompute, ZeRO, sequence parallelism), shared by every
+    configuration that needs the same one. The typed graph carries its sequence dims
+    (`planner/sequence_dims.py`), which only context parallelism reads."""
 
     def __init__(self, graph: Graph, cluster: Cluster, options: PlanOptions) -> None:
         self.graph = graph  # the original graph (plans record its fingerprint)
         self.cluster = cluster
         self.options = options
-        self.typed = cast_floats(graph, options.dtype)
+        self.typed = with_sequence_dims(cast_floats(graph, options.dtype))
         self.layers = config_layers(self.typed, options)
         self._tables: dict[tuple[object, ...], StageCostTable] = {}
 
     def table(self, config: ParallelConfig, microbatches: int, jobs: int = 1) -> StageCostTable:
         submesh = group_submesh(config, self.cluster)
-        shape = (config.dp, config.tp)
+        mesh = config_mesh(config)
+        shape = mesh.shape
         key = (
-            microbatches, submesh, shape, config.recompute, config.zero, config.sequence_parallel
+            microbatches, submesh, mesh, config.recompute, config.zero, config.sequence_parallel
         )  # fmt: skip
         if key not in self._tables:
             options = config_options(self.options, config, microbatches)
@@ -235,6 +275,11 @@ def evaluate_config(
     problem = config_problem(config, graph, cluster, options, len(tables.layers))
     if problem is not None:
         raise problem
+    if config.cp > 1 and all(t.sequence_dim is None for t in tables.typed.tensors.values()):
+        raise InputError(
+            "--cp", "", "a model with a token input [batch, sequence] to split",
+            f"no sequence in {graph.name}'s inputs",
+        )  # fmt: skip
     microbatches = graph.batch_size // (config.dp * config.microbatch_size)
     table = tables.table(config, microbatches, jobs)
     submesh = group_submesh(config, cluster)
@@ -282,7 +327,7 @@ def _chunks(
     if not all(per_chunk):  # the ILP found no plan on (dp, tp): only forbidden reshardings
         raise InputError(
             "--tp", "", "a logical mesh on which every layer has a sharding",
-            f"(dp, tp) = ({config.dp}, {config.tp})",
+            f"{config_mesh(config).shape}",
         )  # fmt: skip
     levels = min(len(plans) for plans in per_chunk)
     budget = options.memory_budget_bytes(table.cluster)

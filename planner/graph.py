@@ -61,6 +61,9 @@ class Tensor:
     kind: TensorKind
     # Index of the dimension that scales with the batch size, or None when none does.
     batch_dim: int | None = None
+    # Index of the dimension over the token sequence, where `planner/sequence_dims.py` marked
+    # one (context parallelism splits it); derived from the graph, so not fingerprinted.
+    sequence_dim: int | None = None
     # The values of a small constant (axes, sizes, shape targets), flattened; else None.
     value: tuple[float, ...] | None = None
 

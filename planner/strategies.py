@@ -42,7 +42,7 @@ consumer.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cost_models.cluster import Gpu
@@ -75,6 +75,10 @@ class StrategyOptions:
     # The batch goes on this mesh axis, for every op whose batch divides it (an op whose
     # batch cannot go there keeps all its strategies).
     force_batch_dim_to_mesh_dim: int | None = None
+    # The token sequence (`Tensor.sequence_dim`, `planner/sequence_dims.py`) goes on this mesh
+    # axis, for every op whose sequence divides it: context parallelism. A dim that merges the
+    # batch and the sequence ([b s] of a projection) goes on both axes, batch major.
+    force_sequence_dim_to_mesh_dim: int | None = None
     # A contraction's partial sums may be reduce-scattered onto a free dim of its output
     # instead of all-reduced (Megatron-LM's sequence parallelism; `_scattered`).
     scatter_partial_sums: bool = True
@@ -82,8 +86,14 @@ class StrategyOptions:
     def __post_init__(self) -> None:
         if self.zero not in ZERO_MODES:
             raise ValueError(f"zero must be one of {ZERO_MODES}, not {self.zero!r}")
-        if self.force_batch_dim_to_mesh_dim not in (None, 0, 1):
-            raise ValueError("force_batch_dim_to_mesh_dim must be 0, 1 or None")
+        for axis in (self.force_batch_dim_to_mesh_dim, self.force_sequence_dim_to_mesh_dim):
+            if axis not in (None, 0, 1):
+                raise ValueError("a forced mesh axis must be 0, 1 or None")
+        if (
+            self.force_batch_dim_to_mesh_dim is not None
+            and self.force_batch_dim_to_mesh_dim == self.force_sequence_dim_to_mesh_dim
+        ):
+            raise ValueError("the batch and the sequence cannot be forced onto the same axis")
 
 
 @dataclass(frozen=True)
@@ -186,19 +196,23 @@ def _axes(mesh: LogicalMesh, axes: Iterable[int]) -> list[MeshAxis]:
     return [mesh.axes[axis] for axis in sorted(set(axes))]
 
 
-def _batch_labels(op: Op, notation: Notation, tensors: Mapping[str, Tensor]) -> set[str]:
+def _labels_of_dims(
+    op: Op, notation: Notation, tensors: Mapping[str, Tensor], dim: Callable[[Tensor], int | None]
+) -> set[str]:
+    """The labels of the dims `dim` picks in the op's tensors (their batch, their sequence)."""
     found: set[str] = set()
     for names, groups in ((op.inputs, notation.inputs), (op.outputs, notation.outputs)):
         for name, labels in zip(names, groups, strict=False):
-            batch_dim = tensors[name].batch_dim if name else None
-            if labels is not None and batch_dim is not None:
-                found.add(labels[batch_dim])
+            position = dim(tensors[name]) if name else None
+            if labels is not None and position is not None:
+                found.add(labels[position])
     return found
 
 
 def _filter_by_options(
     assignments: list[dict[str, tuple[int, ...]]],
     batch: set[str],
+    sequence: set[str],
     mesh_shape: tuple[int, int],
     options: StrategyOptions,
 ) -> list[dict[str, tuple[int, ...]]]:
@@ -210,9 +224,29 @@ def _filter_by_options(
         ]
         best = [a for a in kept if a]  # prefer splitting the batch when it divides
         kept = best or [a for a in kept if not a]
-    if options.force_batch_dim_to_mesh_dim is not None and batch:
-        axis = options.force_batch_dim_to_mesh_dim
-        forced = [a for a in kept if any(a.get(label) == (axis,) for label in batch)]
+    batch_axis = options.force_batch_dim_to_mesh_dim
+    sequence_axis = options.force_sequence_dim_to_mesh_dim
+    if sequence_axis is not None and batch_axis is not None and mesh_shape[batch_axis] == 1:
+        batch_axis = None  # splits nothing, and demanding it would block the sequence's demand
+
+    def required(label: str) -> tuple[int, ...]:
+        """The axes a forced label goes on: the batch's, then (inner) the sequence's."""
+        axes = (
+            batch_axis if label in batch else None,
+            sequence_axis if label in sequence else None,
+        )
+        return tuple(axis for axis in axes if axis is not None)
+
+    demands = [
+        labels
+        for labels, axis in ((batch, batch_axis), (sequence, sequence_axis))
+        if labels and axis is not None
+    ]
+    if demands:
+        forced = [
+            a for a in kept
+            if all(any(a.get(label) == required(label) for label in labels) for labels in demands)
+        ]  # fmt: skip
         kept = forced or kept
     return kept or [{}]
 
@@ -238,7 +272,11 @@ def op_strategies(
     frozen_extents = {label: tuple(values) for label, values in extents.items()}
     assignments = _assignments(notation, frozen_extents, mesh.shape)
     assignments = _filter_by_options(
-        assignments, _batch_labels(op, notation, tensors), mesh.shape, context.options
+        assignments,
+        _labels_of_dims(op, notation, tensors, lambda tensor: tensor.batch_dim),
+        _labels_of_dims(op, notation, tensors, lambda tensor: tensor.sequence_dim),
+        mesh.shape,
+        context.options,
     )
     strategies: list[Strategy] = []
     seen: set[tuple[object, ...]] = set()

@@ -95,7 +95,7 @@ def test_interleaved_configuration_places_chunks_on_groups(gpt24: Graph) -> None
 @pytest.mark.parametrize(
     ("config", "flag"),
     [
-        (ParallelConfig(2, 2, 1, 2), "--dp x --tp x --pp"),  # 4 of 8 GPUs
+        (ParallelConfig(2, 2, 1, 2), "--dp x --tp x --pp x --cp"),  # 4 of 8 GPUs
         (ParallelConfig(4, 2, 1, 3), "--batch-size"),  # 64 / (4 x 3)
         (ParallelConfig(1, 2, 4, 2, vp=8), "--pp x --vp"),  # more chunks than layers
         (ParallelConfig(8, 1, 1, 8, zero=4), "--zero"),

@@ -307,6 +307,23 @@ baseline's (at most 1.00 means auto is never slower); the auto search's wall tim
 """
 
 NOTES = """
+## The rerun with recomputation, sequence parallelism and ZeRO-1 (rows by commit)
+
+Rows whose commit column is a hash were planned at that commit: the auto plan may recompute
+(none, selective or full, per stage), scatter row-parallel sums (sequence parallelism), and
+the baselines search the same options (Megatron: recompute none/selective/full, sequence
+parallelism, distributed optimizer; DeepSpeed: ZeRO 1/2/3, recompute none/full). They are also
+planned on the *stock* transformers export of the model (`examples/export_models.py` since
+91052e3: no custom forward, the library's own causal mask); "earlier" rows planned before
+that commit used the first, hand-written GPT forward (the six pipeline rows re-planned at
+e276a9a came after it): the workload itself may differ, so compare a rerun row with the
+baselines of its own row. gpt3-1.3b at 6e7b0dd: every figure 5-15 %
+below the earlier pass (auto 72.0 -> 65.7); its one-stage 1x4 plan no longer fits 16 GB
+(whether the stock graph or a memory-accounting change since holds more is not yet traced),
+so auto and intra-only take 2x2; auto is the best, 0.06 % faster than intra-only, and beats
+Megatron (64.7, now dp 1 x tp 2 x pp 2 with sequence parallelism) and
+DeepSpeed (61.5). Planned with `--jobs 1` beside other work: 218 s auto, 272 s baselines.
+
 ## Reading the numbers
 
 - **Higher than the paper (GPT).** The compute term is a roofline at the datasheet peak

@@ -242,12 +242,15 @@ def _filter_by_options(
         for labels, axis in ((batch, batch_axis), (sequence, sequence_axis))
         if labels and axis is not None
     ]
-    if demands:
+    # Both demands, else the batch's alone, else the sequence's alone, else none.
+    for subset in (demands, demands[:1], demands[1:]):
         forced = [
             a for a in kept
-            if all(any(a.get(label) == required(label) for label in labels) for labels in demands)
+            if all(any(a.get(label) == required(label) for label in labels) for labels in subset)
         ]  # fmt: skip
-        kept = forced or kept
+        if subset and forced:
+            kept = forced
+            break
     return kept or [{}]
 
 

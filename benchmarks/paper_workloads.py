@@ -323,6 +323,12 @@ below the earlier pass (auto 72.0 -> 65.7); its one-stage 1x4 plan no longer fit
 so auto and intra-only take 2x2; auto is the best, 0.06 % faster than intra-only, and beats
 Megatron (64.7, now dp 1 x tp 2 x pp 2 with sequence parallelism) and
 DeepSpeed (61.5). Planned with `--jobs 1` beside other work: 218 s auto, 272 s baselines.
+At 12cd436 (`--jobs 2`): moe-1.3b plans as before (1x4, B=64, 72.4) and stays the best
+(0.9998 of intra-only); its Megatron and DeepSpeed baselines come out at 70.8 (72.3 and 72.4
+before; not traced) and ZeRO-2 at 61.8 (70.7: ZeRO-2 was priced too cheaply then, corrected
+since). wresnet-1b: 15.0 at B=48 (B=32 before), the best.
+Planning time grew: moe-1.3b 68 -> 309 s, wresnet-1b 19 -> 160 s (py-spy on moe-1.3b: in
+the selective and full recomputation tables auto builds where memory binds; issue 16).
 
 ## Reading the numbers
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from cost_models.cluster import Cluster
 from planner.graph import Graph, split_batch
@@ -232,16 +233,21 @@ def config_options(options: PlanOptions, config: ParallelConfig, microbatches: i
 class ConfigTables:
     """The cost tables of fixed configurations, one per (microbatches, group submesh and logical
     mesh with its forced axes, recompute, ZeRO, sequence parallelism), shared by every
-    configuration that needs the same one. The typed graph carries its sequence dims
-    (`planner/sequence_dims.py`), which only context parallelism reads."""
+    configuration that needs the same one."""
 
     def __init__(self, graph: Graph, cluster: Cluster, options: PlanOptions) -> None:
         self.graph = graph  # the original graph (plans record its fingerprint)
         self.cluster = cluster
         self.options = options
-        self.typed = with_sequence_dims(cast_floats(graph, options.dtype))
+        self.typed = cast_floats(graph, options.dtype)
         self.layers = config_layers(self.typed, options)
         self._tables: dict[tuple[object, ...], StageCostTable] = {}
+
+    @cached_property
+    def sequenced(self) -> Graph:
+        """The typed graph with its sequence dims (`planner/sequence_dims.py`), which only
+        context parallelism reads: found on first use."""
+        return with_sequence_dims(self.typed)
 
     def table(self, config: ParallelConfig, microbatches: int, jobs: int = 1) -> StageCostTable:
         submesh = group_submesh(config, self.cluster)
@@ -253,7 +259,8 @@ class ConfigTables:
         if key not in self._tables:
             options = config_options(self.options, config, microbatches)
             settings = options.intra_op_settings(self.cluster, microbatches)
-            model = self.typed.subgraph(tensors=split_batch(self.typed.tensors, microbatches))
+            source = self.sequenced if config.cp > 1 else self.typed
+            model = source.subgraph(tensors=split_batch(source.tensors, microbatches))
             table = StageCostTable(model, self.layers, self.cluster, settings, {submesh: (shape,)})
             table.solve_layers([submesh], jobs)
             self._tables[key] = table
@@ -275,7 +282,7 @@ def evaluate_config(
     problem = config_problem(config, graph, cluster, options, len(tables.layers))
     if problem is not None:
         raise problem
-    if config.cp > 1 and all(t.sequence_dim is None for t in tables.typed.tensors.values()):
+    if config.cp > 1 and all(t.sequence_dim is None for t in tables.sequenced.tensors.values()):
         raise InputError(
             "--cp", "", "a model with a token input [batch, sequence] to split",
             f"no sequence in {graph.name}'s inputs",

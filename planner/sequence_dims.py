@@ -10,8 +10,8 @@ the one that contains that run (a merge [b, s, h] -> [b s, h]: the merged dimens
 the batch and the sequence), or, when the sequence is cut in pieces, the outermost piece.
 So a projection [b, s, h] keeps s, a head split [b, s, n, d] and its transpose [b, n, s, d]
 carry it, attention scores [b, n, s_q, s_k] take the queries' s_q (the first), and the
-context P V takes s_q again. A tensor the
-sequence does not reach (a weight, a pooled output, an image model's tensors) has none.
+context P V takes s_q again. A tensor the sequence does not reach (a weight, a pooled
+output, an image model's tensors) has none.
 """
 
 from __future__ import annotations

@@ -605,7 +605,7 @@ def all_baselines(
     """Every baseline of `only` (in `BASELINES` order). `options.microbatches`, when set, fixes
     the microbatch count of every baseline."""
     context = BaselineContext(graph, cluster, options)
-    tables = ConfigTables(graph, cluster, options)  # shared: both price fixed configurations
+    tables = ConfigTables(graph, cluster, options, jobs)  # shared: both price fixed configs
     builders: dict[str, Callable[[], Baseline]] = {
         "data-parallel": lambda: data_parallel(graph, cluster, options, "off", context),
         "zero2": lambda: data_parallel(graph, cluster, options, "zero2", context),

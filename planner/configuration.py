@@ -233,9 +233,11 @@ def config_options(options: PlanOptions, config: ParallelConfig, microbatches: i
 class ConfigTables:
     """The cost tables of fixed configurations, one per (microbatches, group submesh and logical
     mesh with its forced axes, recompute, ZeRO, sequence parallelism), shared by every
-    configuration that needs the same one."""
+    configuration that needs the same one; `jobs` processes solve each table's layers unless a
+    call says otherwise."""
 
-    def __init__(self, graph: Graph, cluster: Cluster, options: PlanOptions) -> None:
+    def __init__(self, graph: Graph, cluster: Cluster, options: PlanOptions, jobs: int = 1) -> None:
+        self.jobs = jobs
         self.graph = graph  # the original graph (plans record its fingerprint)
         self.cluster = cluster
         self.options = options
@@ -249,7 +251,9 @@ class ConfigTables:
         context parallelism reads: found on first use."""
         return with_sequence_dims(self.typed)
 
-    def table(self, config: ParallelConfig, microbatches: int, jobs: int = 1) -> StageCostTable:
+    def table(
+        self, config: ParallelConfig, microbatches: int, jobs: int | None = None
+    ) -> StageCostTable:
         submesh = group_submesh(config, self.cluster)
         mesh = config_mesh(config)
         shape = mesh.shape
@@ -262,7 +266,7 @@ class ConfigTables:
             source = self.sequenced if config.cp > 1 else self.typed
             model = source.subgraph(tensors=split_batch(source.tensors, microbatches))
             table = StageCostTable(model, self.layers, self.cluster, settings, {submesh: (shape,)})
-            table.solve_layers([submesh], jobs)
+            table.solve_layers([submesh], jobs or self.jobs)
             self._tables[key] = table
         return self._tables[key]
 
@@ -272,7 +276,7 @@ def evaluate_config(
     cluster: Cluster,
     options: PlanOptions,
     config: ParallelConfig,
-    jobs: int = 1,
+    jobs: int | None = None,
     tables: ConfigTables | None = None,
     algorithm: str = "fixed configuration",
 ) -> Evaluation:

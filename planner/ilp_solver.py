@@ -74,13 +74,36 @@ def solve_ilp(problem: IlpProblem, time_limit_s: float, relative_gap: float = 0.
 
     One thread and a fixed seed: the same problem gives the same answer on every run.
     """
+    highs = _configured(time_limit_s)
+    highs.setOptionValue("mip_rel_gap", float(relative_gap))
+    highs.passModel(_model(problem, integer=True))
+    highs.run()
+    return _result(highs, problem)
+
+
+def solve_relaxation(problem: IlpProblem, time_limit_s: float) -> IlpSolution:
+    """The LP relaxation (integrality dropped): its optimum is a lower bound on the problem's.
+    Raises `IlpInfeasible` when even the relaxation is infeasible (then so is the problem)."""
+    highs = _configured(time_limit_s)
+    highs.passModel(_model(problem, integer=False))
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise IlpInfeasible(highs.modelStatusToString(highs.getModelStatus()))
+    values = np.array(highs.getSolution().col_value, dtype=np.float64)
+    objective = float(highs.getInfo().objective_function_value)
+    return IlpSolution(values=values, objective=objective, status="optimal", mip_gap=0.0)
+
+
+def _configured(time_limit_s: float) -> Any:
     highs = _new_highs()
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("threads", 1)
     highs.setOptionValue("random_seed", 0)
     highs.setOptionValue("time_limit", float(time_limit_s))
-    highs.setOptionValue("mip_rel_gap", float(relative_gap))
+    return highs
 
+
+def _model(problem: IlpProblem, integer: bool) -> Any:
     lp = highspy.HighsLp()
     lp.num_col_ = problem.num_columns
     lp.num_row_ = problem.num_rows
@@ -95,14 +118,15 @@ def solve_ilp(problem: IlpProblem, time_limit_s: float, relative_gap: float = 0.
     lp.a_matrix_.start_ = problem.matrix_start.astype(np.int32)
     lp.a_matrix_.index_ = problem.matrix_rows.astype(np.int32)
     lp.a_matrix_.value_ = problem.matrix_values.astype(np.float64)
-    if problem.integer.any():
+    if integer and problem.integer.any():
         lp.integrality_ = [
             highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous
             for flag in problem.integer
         ]
-    highs.passModel(lp)
-    highs.run()
+    return lp
 
+
+def _result(highs: Any, problem: IlpProblem) -> IlpSolution:
     status = highs.getModelStatus()
     info = highs.getInfo()
     has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible

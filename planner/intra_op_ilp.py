@@ -33,6 +33,9 @@ Which function builds what:
     `_memory_row`           constraint (4)
     `_cutoff_row`           constraint (5)
     `build_ilp`             all of the above as one `IlpProblem`; `solve` hands it to HiGHS
+    `rounded_relaxation`    the LP relaxation rounded, kept when it is within the relative gap
+                            of the relaxation's optimum (a lower bound): then no branch and
+                            bound is needed (on a tree the relaxation is integral)
     `solve_least_memory`    the cheapest of the least-memory choices (for plans that fit
                             nowhere): (4) replaced by keeping only each node's least-memory
                             strategies, since the least total memory is the sum of the nodes'
@@ -53,9 +56,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from planner.ilp_solver import IlpInfeasible, IlpProblem, solve_ilp
+from planner.ilp_solver import IlpInfeasible, IlpProblem, IlpSolution, solve_ilp, solve_relaxation
 
 _COST_SCALE = 1e6  # seconds -> microseconds in the objective
+# Relative slack on the rounded relaxation's gap: the LP's optimum is exact only to HiGHS's
+# dual feasibility tolerance (1e-7 by default), and a tie must not fall to branch and bound.
+_RELAXATION_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -331,17 +337,17 @@ def solve(
     simplified = simplify(problem)
     ilp = build_ilp(problem, simplified, cutoff_s)
     try:
-        solution = solve_ilp(ilp, time_limit_s, relative_gap)
+        solution = rounded_relaxation(
+            problem, ilp, simplified, time_limit_s, relative_gap, cutoff_s
+        )
+        if solution is None:
+            solution = solve_ilp(ilp, time_limit_s, relative_gap)
     except IlpInfeasible:
         if math.isfinite(cutoff_s):
             raise CutoffExceeded from None
         # Memory alone is satisfiable (checked above): forbidden resharding pairs rule it out.
         raise MemoryInfeasible(problem.memory_budget, least) from None
-    choices = []
-    for node, start in zip(problem.nodes, _node_starts(problem), strict=True):
-        values = solution.values[start : start + len(node.costs)]
-        choices.append(int(np.argmax(values)))
-    chosen = tuple(choices)
+    chosen = _choices(problem, solution.values)
     cost, _ = evaluate(problem, chosen)
     return StrategySolution(
         choices=chosen,
@@ -351,6 +357,43 @@ def solve(
         mip_gap=solution.mip_gap,
         num_variables=ilp.num_columns,
         num_constraints=ilp.num_rows,
+    )
+
+
+def rounded_relaxation(
+    problem: StrategyProblem,
+    ilp: IlpProblem,
+    simplified: _Simplified,
+    time_limit_s: float,
+    relative_gap: float,
+    cutoff_s: float = math.inf,
+) -> IlpSolution | None:
+    """The LP relaxation's solution rounded (each node's largest s), when that choice fits the
+    budget, is within the cutoff and within `relative_gap` of the relaxation's optimum (a lower
+    bound on the ILP's): as good a choice as branch and bound would prove, found without it.
+    None otherwise. Raises `IlpInfeasible` when the relaxation is infeasible (so is the ILP).
+
+    The solution's values are the rounded choice's s (its e are left 0: only s is read)."""
+    relaxed = solve_relaxation(ilp, time_limit_s)
+    chosen = _choices(problem, relaxed.values)
+    cost_s, memory = evaluate(problem, chosen)
+    if not cost_s <= cutoff_s or memory > problem.memory_budget:  # also rejects inf and nan
+        return None
+    objective = (cost_s - simplified.constant_s) * _COST_SCALE  # as the ILP counts it
+    gap = (objective - relaxed.objective) / max(abs(objective), 1.0)
+    if gap > relative_gap + _RELAXATION_TOLERANCE:
+        return None
+    values = np.zeros(ilp.num_columns)
+    for start, choice in zip(_node_starts(problem), chosen, strict=True):
+        values[start + choice] = 1.0
+    return IlpSolution(values=values, objective=objective, status="optimal", mip_gap=max(gap, 0.0))
+
+
+def _choices(problem: StrategyProblem, values: np.ndarray) -> tuple[int, ...]:
+    """Each node's strategy: its largest s."""
+    return tuple(
+        int(np.argmax(values[start : start + len(node.costs)]))
+        for node, start in zip(problem.nodes, _node_starts(problem), strict=True)
     )
 
 

@@ -125,3 +125,38 @@ def test_least_memory_known_answer() -> None:
     with pytest.raises(MemoryInfeasible) as error:
         solve_least_memory(StrategyProblem(nodes, (forbidden,), 1.0), time_limit_s=10)
     assert error.value.minimum == 6.0
+
+
+def _disagree(source: int, target: int, same_cost: float) -> Edge:
+    """An edge whose two ends pay `same_cost` for choosing the same strategy (of two)."""
+    return Edge(source, target, (0, 1), (0, 1), ((same_cost, 0.0), (0.0, same_cost)))
+
+
+def test_a_chain_is_solved_by_its_relaxation_without_branch_and_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a tree the marginal constraints (2), (3) make the LP relaxation integral.
+    def no_branch_and_bound(*args: object) -> None:
+        raise AssertionError("the relaxation's rounding should have been accepted")
+
+    monkeypatch.setattr("planner.intra_op_ilp.solve_ilp", no_branch_and_bound)
+    nodes = tuple(Node((1.0, 1.5), (0.0, 0.0)) for _ in range(4))
+    edges = (_disagree(0, 1, 4.0), _disagree(1, 2, 4.0), _disagree(2, 3, 4.0))
+    problem = StrategyProblem(nodes, edges, math.inf)
+    solution = solve(problem, 10)
+    # Alternating strategies: 1 + 1.5 + 1 + 1.5, no resharding.
+    assert solution.choices == (0, 1, 0, 1)
+    assert solution.objective_s == pytest.approx(5.0)
+    assert solution.status == "optimal" and solution.mip_gap <= 1e-9
+
+
+def test_a_fractional_relaxation_falls_back_to_branch_and_bound() -> None:
+    # An odd cycle whose ends pay 10 for agreeing: the relaxation takes every strategy by half
+    # at cost 0; any choice has two nodes that agree, so the optimum pays 10 once.
+    nodes = tuple(Node((0.0, 0.0), (0.0, 0.0)) for _ in range(3))
+    edges = (_disagree(0, 1, 10.0), _disagree(1, 2, 10.0), _disagree(0, 2, 10.0))
+    problem = StrategyProblem(nodes, edges, math.inf)
+    solution = solve(problem, 10)
+    expected = brute_force(problem)
+    assert expected is not None and expected[1] == pytest.approx(10.0)
+    assert solution.objective_s == pytest.approx(10.0)

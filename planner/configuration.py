@@ -233,8 +233,7 @@ def config_options(options: PlanOptions, config: ParallelConfig, microbatches: i
 class ConfigTables:
     """The cost tables of fixed configurations, one per (microbatches, group submesh and logical
     mesh with its forced axes, recompute, ZeRO, sequence parallelism), shared by every
-    configuration that needs the same one; `jobs` processes solve each table's layers unless a
-    call says otherwise."""
+    configuration that needs the same one; `jobs` processes solve each table's layers."""
 
     def __init__(self, graph: Graph, cluster: Cluster, options: PlanOptions, jobs: int = 1) -> None:
         self.jobs = jobs
@@ -251,9 +250,7 @@ class ConfigTables:
         context parallelism reads: found on first use."""
         return with_sequence_dims(self.typed)
 
-    def table(
-        self, config: ParallelConfig, microbatches: int, jobs: int | None = None
-    ) -> StageCostTable:
+    def table(self, config: ParallelConfig, microbatches: int) -> StageCostTable:
         submesh = group_submesh(config, self.cluster)
         mesh = config_mesh(config)
         shape = mesh.shape
@@ -266,7 +263,7 @@ class ConfigTables:
             source = self.sequenced if config.cp > 1 else self.typed
             model = source.subgraph(tensors=split_batch(source.tensors, microbatches))
             table = StageCostTable(model, self.layers, self.cluster, settings, {submesh: (shape,)})
-            table.solve_layers([submesh], jobs or self.jobs)
+            table.solve_layers([submesh], self.jobs)
             self._tables[key] = table
         return self._tables[key]
 
@@ -276,13 +273,14 @@ def evaluate_config(
     cluster: Cluster,
     options: PlanOptions,
     config: ParallelConfig,
-    jobs: int | None = None,
+    jobs: int = 1,
     tables: ConfigTables | None = None,
     algorithm: str = "fixed configuration",
 ) -> Evaluation:
     """The plan of `config` and its FLOPs (module docstring). Raises `InputError` when the
-    configuration cannot describe a run of this model on this cluster."""
-    tables = tables or ConfigTables(graph, cluster, options)
+    configuration cannot describe a run of this model on this cluster. `jobs` solves the layers
+    when no `tables` are given (given tables use their own)."""
+    tables = tables or ConfigTables(graph, cluster, options, jobs)
     problem = config_problem(config, graph, cluster, options, len(tables.layers))
     if problem is not None:
         raise problem
@@ -292,7 +290,7 @@ def evaluate_config(
             f"no sequence in {graph.name}'s inputs",
         )  # fmt: skip
     microbatches = graph.batch_size // (config.dp * config.microbatch_size)
-    table = tables.table(config, microbatches, jobs)
+    table = tables.table(config, microbatches)
     submesh = group_submesh(config, cluster)
     chunks = _chunks(table, config, submesh, microbatches, options)
     groups = place_stages([submesh] * config.pp, cluster.hosts, cluster.gpus_per_host)
@@ -401,12 +399,12 @@ def best_config(
 ) -> Evaluation | None:
     """The fastest configuration of `configs` that fits, else the one that needs the least
     memory; configurations that cannot describe a run are skipped. None when none can."""
-    tables = tables or ConfigTables(graph, cluster, options)
+    tables = tables or ConfigTables(graph, cluster, options, jobs)
     best: Evaluation | None = None
     for config in configs:
         if config_problem(config, graph, cluster, options, len(tables.layers)) is not None:
             continue
-        found = evaluate_config(graph, cluster, options, config, jobs, tables, algorithm)
+        found = evaluate_config(graph, cluster, options, config, tables=tables, algorithm=algorithm)
         if on_evaluated is not None:
             on_evaluated(found)
         if best is None or _better(found, best):

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_pools: dict[int, multiprocessing.pool.Pool] = {}  # by size; one at most in practice
+_kept: list[tuple[int, multiprocessing.pool.Pool]] = []  # (size, pool): one set at most
 
 
 def run_tasks(
@@ -60,17 +60,17 @@ def run_tasks(
 
 def close_workers() -> None:
     """Stop the kept worker processes (the next `run_tasks` starts new ones)."""
-    while _pools:
-        _, pool = _pools.popitem()
+    while _kept:
+        _, pool = _kept.pop()
         pool.terminate()
         pool.join()
 
 
 def _pool(jobs: int) -> multiprocessing.pool.Pool:
-    if jobs not in _pools:
+    if not _kept or _kept[0][0] != jobs:
         close_workers()  # a different size: one set of workers at a time
-        _pools[jobs] = multiprocessing.get_context("forkserver").Pool(jobs)
-    return _pools[jobs]
+        _kept.append((jobs, multiprocessing.get_context("forkserver").Pool(jobs)))
+    return _kept[0][1]
 
 
 atexit.register(close_workers)

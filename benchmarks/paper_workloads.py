@@ -329,6 +329,18 @@ before; not traced) and ZeRO-2 at 61.8 (70.7: ZeRO-2 was priced too cheaply then
 since). wresnet-1b: 15.0 at B=48 (B=32 before), the best.
 Planning time grew: moe-1.3b 68 -> 309 s, wresnet-1b 19 -> 160 s (py-spy on moe-1.3b: in
 the selective and full recomputation tables auto builds where memory binds; issue 16).
+At 64e340f (`--jobs 2`, beside other work on the same 2 cores, so the planning times are
+upper bounds): gpt3-2.6b now plans 3 stages [2:1x2, 4:1x4, 2:1x2] at B=1024 (71.7; the
+earlier, hand-written-forward row was one 1x8 stage at 75.6: the same 5-15 % drop on the
+stock graph as gpt3-1.3b) and beats every baseline, the best being a 4-stage inter-only
+plan at 70.7 (ratio 0.9863); Megatron's best is 69.4. moe-2.4b: one 1x8 stage at 78.0
+(2x4 at 78.1 before), 0.9997 of intra-only; ZeRO-2 no longer fits 16 GB (its memory is now
+charged in full). wresnet-4b: the same 3-stage plan at 14.4, 0.9262 of the best baseline
+(inter-only, 2 stages of 1x8, 13.3; the earlier 6-stage inter-only plan at 14.2 is not
+found again; not traced: the inter-only search is the full pipeline search with stages forced
+to data parallelism, so a pricing change since moved it). In every rerun
+row auto is at least as fast as every baseline. Planning: 209 s, 639 s and 1310 s (auto),
+677 s, 712 s and 1038 s (baselines).
 
 ## Reading the numbers
 

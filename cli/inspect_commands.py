@@ -19,11 +19,13 @@ from cli.render import no_color_option, output_console
 from cli.show_view import render_plan
 from cost_models.cluster_yaml import load_cluster
 from planner.graph import Graph, TensorKind, split_batch
+from planner.onnx_export import expected_annotations, model_annotations, tensor_ranks
 from planner.onnx_import import load_onnx
-from plans.check import ClusterFacts, ModelFacts, check_plan
+from plans.check import ClusterFacts, ModelFacts, Problem, check_plan
 from plans.diff import Gates, diff_plans, diff_to_dict, gate_failures
 from plans.errors import InputError
 from plans.io import parse_json, plan_from_document, read_plan, read_text
+from plans.onnx_sharding import annotation_problems
 from plans.plan import SCHEMA, Plan
 from plans.schema import check_version
 from plans.summary import op_rows, plan_summary, tensor_rows
@@ -134,7 +136,8 @@ def diff_command(
     "--model",
     type=click.Path(dir_okay=False),
     help="The ONNX model: check that every op is in exactly one stage, the specs and the "
-    "fingerprint.",
+    "fingerprint; and, when it carries multi-device annotations (`export --to onnx`), that "
+    "they say the plan.",
 )
 @click.option(
     "--cluster",
@@ -178,7 +181,19 @@ def check_command(plan: str, model: str | None, cluster: str | None, dims: tuple
         _model_facts(graph, loaded) if graph is not None else None,
         _cluster_facts(cluster, loaded) if cluster else None,
     )
+    if model is not None and graph is not None:
+        problems += _annotation_problems(model, graph, loaded)
     return _report(plan, [str(problem) for problem in problems])
+
+
+def _annotation_problems(path: str, graph: Graph, plan: Plan) -> tuple[Problem, ...]:
+    """Where the model carries multi-device annotations (`alpa-plan export --to onnx`), how
+    they differ from the plan; nothing for a model without any."""
+    found = model_annotations(path, graph)
+    if not found.configurations and not found.nodes:
+        return ()
+    ranks = tensor_ranks(graph)
+    return annotation_problems(plan, expected_annotations(plan, graph), found, ranks)
 
 
 def _report(plan: str, problems: list[str]) -> int:

@@ -18,6 +18,7 @@ from cli import (
     compare_command,
     evaluate_command,
     exit_codes,
+    export_command,
     inspect_commands,
     ops_command,
     profile_command,
@@ -189,6 +190,7 @@ run_command.register(cli)
 profile_command.register(cli)
 compare_command.register(cli)
 evaluate_command.register(cli)
+export_command.register(cli)
 ops_command.register(cli)
 
 

@@ -1,4 +1,5 @@
-"""ONNX model -> `Graph` with static shapes. The only module that imports `onnx`.
+"""ONNX model -> `Graph` with static shapes. The planner imports `onnx` only here, in
+`planner/shape_resolution.py` (its helper) and in `planner/onnx_export.py` (the way back).
 
 Steps:
 1. read the protobuf without weight data (`load_external_data=False`): only shapes matter, so a
@@ -75,7 +76,7 @@ def load_onnx(
     Raises `InputError` for anything wrong with the file or the bindings.
     """
     source = str(path)
-    model = _read_model(Path(path))
+    model = read_model(Path(path))
     check_supported(model, source)
     bindings = dict(dims or {})
     batch = _bind_batch(model, source, batch_size, bindings)
@@ -87,7 +88,9 @@ def load_onnx(
 # --- 1. reading -----------------------------------------------------------------------------
 
 
-def _read_model(path: Path) -> onnx.ModelProto:
+def read_model(path: Path) -> onnx.ModelProto:
+    """The model's protobuf, checked, without weight data; local functions inlined (the
+    graph whose nodes the plan names)."""
     source = str(path)
     if not path.exists():
         raise InputError(source, "", "an ONNX model file", "no such file")

@@ -226,6 +226,11 @@ def write_text_atomically(text: str, path: str | Path) -> None:
     the old file or the new one, never half of one. Any failure (a missing or read-only folder,
     a full disk, a directory at `path`) is an `InputError` naming `path`, and leaves no
     temporary file behind."""
+    write_bytes_atomically(text.encode("utf-8"), path)
+
+
+def write_bytes_atomically(data: bytes, path: str | Path) -> None:
+    """`write_text_atomically` for bytes (an annotated ONNX model)."""
     target = Path(path)
     check_output_path(target)
     try:
@@ -235,8 +240,8 @@ def write_text_atomically(text: str, path: str | Path) -> None:
     except OSError as error:
         raise _write_error(target, error) from None
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, _new_file_mode())  # mkstemp makes it 0600; give it the usual mode

@@ -341,6 +341,15 @@ found again; not traced: the inter-only search is the full pipeline search with 
 to data parallelism, so a pricing change since moved it). In every rerun
 row auto is at least as fast as every baseline. Planning: 209 s, 639 s and 1310 s (auto),
 677 s, 712 s and 1038 s (baselines).
+At 7969729 (the same planner code, `--jobs 2`, beside other work): gpt3-6.7b plans 6 uneven
+stages [2:1x2, 1:1x1, 4:1x4, 1:1x1, 4:1x4, 4:1x4] at B=1024 (84.6; 85.5 before with 8
+interleaved 1x4 stages), and beats every baseline: Megatron now reaches 77.4 (64.4 before)
+with tp 4 x pp 4, two virtual stages and sequence parallelism, ratio 0.9151. moe-10b: 2
+stages [8:1x8, 8:2x4] at B=128, the first recomputing (81.4; 77.0 before), against Megatron
+at 77.8 (tp 8 x pp 2, two virtual stages, selective recomputation, sequence parallelism),
+ratio 0.9555. DeepSpeed's best (ZeRO-1 with full recomputation, dp 2 x tp 8) is 47.2 and
+32.1. Planning: 734 s and 1539 s (auto), 1270 s and 1813 s (baselines). Still "earlier":
+gpt3-15b, gpt3-39b, moe-27b, moe-70b.
 
 ## Reading the numbers
 

@@ -22,9 +22,17 @@ from planner.graph import Graph, TensorKind, split_batch
 from planner.onnx_export import expected_annotations, model_annotations, tensor_ranks
 from planner.onnx_import import load_onnx
 from plans.check import ClusterFacts, ModelFacts, Problem, check_plan
+from plans.chrome_trace import chrome_trace
 from plans.diff import Gates, diff_plans, diff_to_dict, gate_failures
 from plans.errors import InputError
-from plans.io import parse_json, plan_from_document, read_plan, read_text
+from plans.io import (
+    check_output_path,
+    parse_json,
+    plan_from_document,
+    read_plan,
+    read_text,
+    write_text_atomically,
+)
 from plans.onnx_sharding import annotation_problems
 from plans.plan import SCHEMA, Plan
 from plans.schema import check_version
@@ -67,10 +75,26 @@ def _json_line(value: object) -> None:
     "such as 'h.3/*' (every op when GLOB is left out).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a compact machine summary.")
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the simulated schedule here as a Chrome trace event file (open it in "
+    "ui.perfetto.dev or chrome://tracing): one process per stage, forward, backward, "
+    "transfer and gradient-sync slices.",
+)
 @no_color_option
-def show_command(plan: str, ops_pattern: str | None, as_json: bool, no_color: bool) -> int:
+def show_command(
+    plan: str, ops_pattern: str | None, as_json: bool, trace_path: str | None, no_color: bool
+) -> int:
     """Show PLAN: settings and estimate, stages, transfers and the pipeline timeline."""
+    if trace_path is not None:
+        check_output_path(trace_path)
     loaded = read_plan(plan)
+    if trace_path is not None:
+        text = json.dumps(chrome_trace(loaded), sort_keys=True, allow_nan=False)
+        write_text_atomically(text + "\n", trace_path)
+        click.echo(f"wrote {trace_path}: the schedule of {plan} as a Chrome trace", err=True)
     if as_json:
         _json_line(_show_json(loaded, ops_pattern))
     else:
